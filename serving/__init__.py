@@ -1,0 +1,1 @@
+"""dualscreen serving: the runtime contract, predictors and the three ways to score."""

@@ -1,0 +1,62 @@
+"""Inference backends: each turns built texts into raw logits of shape [n, labels].
+
+onnx-int8  ONNX Runtime on the dynamically quantised graph (default on CPU; no torch import)
+onnx       ONNX Runtime on the fp32 graph
+torch      transformers + torch on model.safetensors
+tfidf      the scikit-learn baseline stored with skops (the only backend of a tfidf artifact)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.contract.artifact import Manifest
+from serving.contract.errors import ArtifactError
+
+BACKENDS = ("onnx-int8", "onnx", "torch", "tfidf")
+
+
+class Backend(Protocol):
+    """Turns texts into logits."""
+
+    name: str
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Raw (uncalibrated) logits, one row per text, columns in manifest label order."""
+        ...
+
+
+def default_backend(manifest: Manifest) -> str:
+    """The backend a model kind uses when none is chosen."""
+    return "tfidf" if manifest.kind == "tfidf" else "onnx-int8"
+
+
+def load_backend(
+    folder: Path,
+    manifest: Manifest,
+    name: str | None = None,
+    threads: int = 0,
+    batch_size: int = 64,
+) -> Backend:
+    """Create the named backend for an artifact folder (already verified)."""
+    name = name or default_backend(manifest)
+    if manifest.kind == "tfidf":
+        if name not in ("tfidf", "onnx-int8", "onnx"):
+            raise ArtifactError(f"a tfidf model is served by the tfidf backend, not {name!r}")
+        from serving.backends.tfidf import TfidfBackend
+
+        return TfidfBackend(folder, manifest)
+    if name in ("onnx-int8", "onnx"):
+        from serving.backends.onnx import OnnxBackend
+
+        file = "model.int8.onnx" if name == "onnx-int8" else "model.onnx"
+        return OnnxBackend(folder, manifest, file, threads=threads, batch_size=batch_size)
+    if name == "torch":
+        from serving.backends.torch import TorchBackend
+
+        return TorchBackend(folder, manifest, threads=threads, batch_size=batch_size)
+    raise ArtifactError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

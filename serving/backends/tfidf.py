@@ -1,0 +1,45 @@
+"""The scikit-learn TF-IDF baseline, loaded with skops and an explicit list of trusted types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.contract.artifact import Manifest
+from serving.contract.errors import ArtifactError
+
+# Types the baseline pipeline is made of; anything else in the file is refused.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.")
+
+
+def load_skops(path: Path) -> object:
+    """Load a skops file after checking that every type in it is a trusted one."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=str(path))
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise ArtifactError(f"{path}: refuses to load untrusted types: {', '.join(refused)}")
+    return sio.load(str(path), trusted=untrusted)
+
+
+class TfidfBackend:
+    """TF-IDF word and character n-grams with one-vs-rest logistic regression."""
+
+    name = "tfidf"
+
+    def __init__(self, folder: Path, manifest: Manifest) -> None:
+        path = folder / "model.skops"
+        if not path.exists():
+            raise ArtifactError(f"{folder}: the artifact has no model.skops")
+        self.pipeline = load_skops(path)
+        self.n_labels = len(manifest.labels)
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Decision-function values (logits of the logistic regressions)."""
+        if not texts:
+            return np.zeros((0, self.n_labels), dtype=np.float32)
+        scores = self.pipeline.decision_function(texts)  # type: ignore[attr-defined]
+        return np.asarray(scores, dtype=np.float32).reshape(len(texts), self.n_labels)

@@ -1,0 +1,55 @@
+"""transformers + torch backend on model.safetensors (slower start; exact fp32 reference)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.backends.batching import run_sorted
+from serving.contract.artifact import Manifest
+
+
+class TorchBackend:
+    """Runs the fp32 transformer with length-sorted batches."""
+
+    name = "torch"
+
+    def __init__(
+        self, folder: Path, manifest: Manifest, threads: int = 0, batch_size: int = 64
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.batch_size = batch_size
+        self.max_tokens = manifest.rules.max_tokens
+        self.n_labels = len(manifest.labels)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True
+        )
+        self.model.eval()
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Raw logits for built texts."""
+        if not texts:
+            return np.zeros((0, self.n_labels), dtype=np.float32)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
+        ids: list[list[int]] = enc["input_ids"]
+        lengths = [len(i) for i in ids]
+
+        def infer(idx: NDArray[np.intp]) -> NDArray[np.float32]:
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            with self.torch.inference_mode():
+                out = self.model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                )
+            return np.asarray(out.logits.float().numpy(), dtype=np.float32)
+
+        return run_sorted(lengths, self.batch_size, self.n_labels, infer)

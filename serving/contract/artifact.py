@@ -1,0 +1,246 @@
+"""The model artifact: one self-describing folder, checked before anything in it is used.
+
+Layout (a reader needs nothing but the folder):
+
+    manifest.json        format version, labels, taxonomy version, calibration, thresholds,
+                         decision rules, base model, corpus hash, git revision, metrics,
+                         the resolved training config and the sha256 of every other file
+    taxonomy.yaml        the taxonomy the model was trained against
+    config.json          transformers config with id2label           (transformer models)
+    tokenizer files      tokenizer.json and friends                  (transformer models)
+    model.safetensors    fp32 weights                                (transformer models)
+    model.onnx           fp32 ONNX graph                             (transformer models)
+    model.int8.onnx      dynamically quantised int8 ONNX graph       (transformer models)
+    model.skops          TF-IDF + logistic regression pipeline       (tfidf models)
+    README.md            generated model card
+
+Loading checks the format version, refuses pickle-style files, and verifies every checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.contract.errors import ArtifactError, ChecksumError, FormatVersionError
+from serving.contract.taxonomy import Taxonomy, load_taxonomy
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TAXONOMY_FILE = "taxonomy.yaml"
+# Extensions whose loaders can execute code (pickle and friends): never accepted in an artifact.
+UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".npy", ".npz")
+
+
+class Calibration(BaseModel):
+    """Per-label Platt scaling of logits: p = sigmoid(a * logit + b)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["platt", "none"] = "platt"
+    a: dict[str, float]
+    b: dict[str, float]
+
+
+class LabelThresholds(BaseModel):
+    """Calibrated-probability thresholds of one label: >= flag flags, >= review sends to review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag: float = Field(ge=0.0, le=1.0001)
+    review: float = Field(ge=0.0, le=1.0001)
+
+
+class DecisionRules(BaseModel):
+    """Rules outside the per-label thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_words: int = 3
+    max_chars: int = 2000
+    max_tokens: int = 128
+
+
+class CascadeStage(BaseModel):
+    """First-stage settings when a cheap model screens items before the transformer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clear_below: float
+    model_file: str
+
+
+class Manifest(BaseModel):
+    """Everything a reader needs to use the artifact correctly."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int
+    name: str
+    version: str
+    kind: Literal["transformer", "tfidf"]
+    labels: list[str]
+    taxonomy_version: str
+    calibration: Calibration
+    thresholds: dict[str, LabelThresholds]
+    rules: DecisionRules
+    base_model: str
+    corpus_hash: str
+    git_revision: str
+    created_at: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    onnx_agreement: dict[str, float] = Field(default_factory=dict)
+    cascade: CascadeStage | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _artifact_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    )
+
+
+def check_no_unsafe_files(folder: Path) -> None:
+    """Raise ArtifactError if the folder holds a pickle-style file."""
+    for path in _artifact_files(folder):
+        if path.suffix.lower() in UNSAFE_SUFFIXES:
+            raise ArtifactError(
+                f"{path}: {path.suffix} files can run code when loaded; dualscreen artifacts use "
+                "safetensors, ONNX and skops only"
+            )
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
+    """Checksum every file in `folder`, store the checksums in the manifest and write it.
+
+    Args:
+        folder: the artifact folder, with every other file already written.
+        manifest: the manifest; its `files` field is replaced.
+
+    Returns:
+        The manifest as written.
+    """
+    folder = Path(folder)
+    check_no_unsafe_files(folder)
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _artifact_files(folder)}
+    manifest = manifest.model_copy(update={"files": files})
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and validate the manifest without checking file checksums."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: not a model folder (it does not exist or is a file)")
+    if not path.exists():
+        raise ArtifactError(f"{folder}: no {MANIFEST}; not a dualscreen model folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON: {exc}") from None
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path}: format version {version!r}; this dualscreen reads version {FORMAT_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ArtifactError(f"{path}: invalid manifest: {problems}") from None
+
+
+def verify_artifact(folder: str | Path) -> Manifest:
+    """Check format version, unsafe files and every checksum; return the manifest.
+
+    Raises:
+        FormatVersionError: the manifest's format version is not FORMAT_VERSION.
+        ChecksumError: a listed file is missing or its sha256 differs (the error names it).
+        ArtifactError: the folder holds unlisted or pickle-style files, or the manifest is invalid.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    check_no_unsafe_files(folder)
+    present = {p.relative_to(folder).as_posix() for p in _artifact_files(folder)}
+    for name, expected in manifest.files.items():
+        path = folder / name
+        if name not in present:
+            raise ChecksumError(f"{folder}: file {name} listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
+                "the file was changed or corrupted"
+            )
+    unlisted = sorted(present - set(manifest.files))
+    if unlisted:
+        raise ArtifactError(f"{folder}: files not in the manifest: {', '.join(unlisted)}")
+    if TAXONOMY_FILE not in manifest.files:
+        raise ArtifactError(f"{folder}: the artifact has no {TAXONOMY_FILE}")
+    return manifest
+
+
+def load_artifact_taxonomy(folder: str | Path, manifest: Manifest) -> Taxonomy:
+    """Load the artifact's taxonomy and check it matches the manifest's labels and version."""
+    taxonomy = load_taxonomy(Path(folder) / TAXONOMY_FILE)
+    if taxonomy.version != manifest.taxonomy_version:
+        raise ArtifactError(
+            f"{folder}: taxonomy version {taxonomy.version} differs from the manifest's "
+            f"{manifest.taxonomy_version}"
+        )
+    taxonomy.check_labels(manifest.labels, where=f"{folder}/{MANIFEST}")
+    return taxonomy
+
+
+def resolve_model_ref(ref: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Turn a folder path or an MLflow URI (`models:/dualscreen@champion`) into a local folder.
+
+    The registry is a pointer resolved once: the URI's artifacts are downloaded to `cache_dir`
+    (a temporary folder when None) and the local folder is returned.
+    """
+    text = str(ref)
+    if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        try:
+            import mlflow.artifacts
+        except ImportError:  # pragma: no cover - mlflow is a core dependency
+            raise ArtifactError("MLflow is not installed; pass a model folder instead") from None
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=text, dst_path=str(cache_dir) if cache_dir else None
+            )
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report them as ours
+            raise ArtifactError(f"cannot resolve {text}: {exc}") from None
+        path = Path(local)
+        if not (path / MANIFEST).exists() and (path / "model" / MANIFEST).exists():
+            path = path / "model"
+        return path
+    path = Path(text)
+    if not path.exists():
+        raise ArtifactError(f"{path}: model folder does not exist")
+    return path

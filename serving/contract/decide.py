@@ -1,0 +1,124 @@
+"""From logits to decisions: calibration, per-label thresholds and the item decision.
+
+One implementation for evaluation at training time and for every serving path, so the numbers a
+model card reports are the numbers users get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.contract.artifact import Manifest
+from serving.contract.text import count_words
+
+Decision = Literal["flag", "review", "clear"]
+INSUFFICIENT_DETAIL = "insufficient_detail"
+TRUNCATED = "truncated"
+
+
+def sigmoid(x: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Numerically stable logistic function."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def calibrate(logits: NDArray[np.floating], manifest: Manifest) -> NDArray[np.float64]:
+    """Apply the manifest's per-label Platt scaling to raw logits (shape [n, labels])."""
+    cal = manifest.calibration
+    a = np.array([cal.a[label] for label in manifest.labels], dtype=np.float64)
+    b = np.array([cal.b[label] for label in manifest.labels], dtype=np.float64)
+    return sigmoid(np.asarray(logits, dtype=np.float64) * a + b)
+
+
+@dataclass
+class ItemDecision:
+    """The decision for one item: overall, per label, and why."""
+
+    decision: Decision
+    risk: float
+    probabilities: dict[str, float]
+    label_decisions: dict[str, Decision]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels that were flagged or sent to review."""
+        return [k for k, v in self.label_decisions.items() if v != "clear"]
+
+
+def label_decisions(probs: NDArray[np.floating], manifest: Manifest) -> NDArray[np.int8]:
+    """Per-label decision codes for a probability matrix: 2 flag, 1 review, 0 clear."""
+    flag = np.array([manifest.thresholds[lb].flag for lb in manifest.labels])
+    review = np.array([manifest.thresholds[lb].review for lb in manifest.labels])
+    codes = np.zeros(np.shape(probs), dtype=np.int8)
+    codes[probs >= review] = 1
+    codes[probs >= flag] = 2
+    return codes
+
+
+def is_insufficient(text: str, min_words: int) -> bool:
+    """True when a text has too few content words to judge."""
+    return count_words(text) < min_words
+
+
+def decide(
+    probs: NDArray[np.floating],
+    texts: list[str],
+    manifest: Manifest,
+    truncated: list[bool] | None = None,
+) -> list[ItemDecision]:
+    """Turn calibrated probabilities into item decisions.
+
+    Args:
+        probs: calibrated probabilities, shape [n, labels].
+        texts: the built input texts (for the insufficient-detail rule).
+        manifest: thresholds and rules.
+        truncated: per item, whether its text was cut to the length cap.
+
+    Returns:
+        One ItemDecision per row.
+    """
+    codes = label_decisions(probs, manifest)
+    names: dict[int, Decision] = {0: "clear", 1: "review", 2: "flag"}
+    out: list[ItemDecision] = []
+    for i, text in enumerate(texts):
+        row = codes[i]
+        reasons: list[str] = []
+        top = int(row.max()) if row.size else 0
+        decision: Decision = names[top]
+        if is_insufficient(text, manifest.rules.min_words) and decision == "clear":
+            decision = "review"
+            reasons.append(INSUFFICIENT_DETAIL)
+        if truncated is not None and truncated[i]:
+            reasons.append(TRUNCATED)
+        p = probs[i]
+        out.append(
+            ItemDecision(
+                decision=decision,
+                risk=float(p.max()) if p.size else 0.0,
+                probabilities={lb: float(p[j]) for j, lb in enumerate(manifest.labels)},
+                label_decisions={lb: names[int(row[j])] for j, lb in enumerate(manifest.labels)},
+                reasons=reasons,
+            )
+        )
+    return out
+
+
+def decision_codes(
+    probs: NDArray[np.floating], texts: list[str], manifest: Manifest
+) -> NDArray[np.int8]:
+    """Item-level decision codes (2 flag, 1 review, 0 clear) without building objects."""
+    codes = label_decisions(probs, manifest).max(axis=1) if len(texts) else np.zeros(0, np.int8)
+    vague = np.array([is_insufficient(t, manifest.rules.min_words) for t in texts], dtype=bool)
+    codes = codes.astype(np.int8)
+    codes[(codes == 0) & vague] = 1
+    return codes

@@ -1,0 +1,176 @@
+"""Build the model's input text from a listing's fields: the same function at training and serving.
+
+Normalisation: HTML entities are unescaped and tags dropped, Unicode is NFKC-normalised (full-width
+Latin and digits in Chinese and Japanese listings become ASCII), control characters, NUL bytes,
+zero-width and bidi-control characters and lone surrogates are removed, whitespace collapses to
+single spaces. The result is capped at `max_chars` characters; a capped text says so, so the caller
+can report `truncated`. Compromise: the cap counts characters, not tokens; the tokenizer truncates
+again at the model's token limit, so anything past it never reaches the model either way.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MAX_CHARS = 2000
+FIELD_SEPARATOR = " | "
+
+_TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]{0,200})?/?\s*>")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_INVISIBLE = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
+_WS_RE = re.compile(r"\s+")
+# Words for the insufficient-detail rule: Latin/digit runs, or CJK characters taken two at a time.
+_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]*|[\u3040-\u30ff\u4e00-\u9fff]{2}")
+
+
+@dataclass(frozen=True)
+class BuiltText:
+    """A model input text and whether it was cut to the length cap."""
+
+    text: str
+    truncated: bool
+
+
+def normalize_text(value: str) -> str:
+    """Return `value` with HTML, Unicode, control characters and whitespace normalised.
+
+    Idempotent: normalize_text(normalize_text(x)) == normalize_text(x).
+    """
+    text = _SURROGATE_RE.sub("", value)
+    # Unescape twice: catalog exports often double-escape ("&amp;amp;").
+    for _ in range(2):
+        unescaped = html.unescape(text)
+        if unescaped == text:
+            break
+        text = unescaped
+    text = _TAG_RE.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(
+        " " if ch in "\t\n\r\x0b\x0c" else ch
+        for ch in text
+        if ch not in _INVISIBLE and not _is_dropped_control(ch)
+    )
+    text = _WS_RE.sub(" ", text).strip()
+    # A second pass catches entities or tags that NFKC or the first pass produced.
+    if ("&" in text and html.unescape(text) != text) or _TAG_RE.search(text):
+        return normalize_text(text)
+    return text
+
+
+def _is_dropped_control(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    if ch in "\t\n\r\x0b\x0c":
+        return False
+    # Cc control characters (NUL included), Cf format characters such as bidi overrides,
+    # Cs surrogates, Co private use, Cn unassigned.
+    return category in {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def _stringify(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value != value:  # NaN from pandas-like sources
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def build_text(
+    title: Any = "",
+    description: Any = "",
+    brand: Any = "",
+    seller_category: Any = "",
+    attributes: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> BuiltText:
+    """Build the model input from listing fields.
+
+    Args:
+        title: the listing title.
+        description: free-text body.
+        brand: brand or manufacturer.
+        seller_category: the seller's own category path.
+        attributes: key/value specifications (folded in as "key: value").
+        extra: other user columns chosen as text columns (folded in as "column: value").
+        max_chars: cap on the result's length in characters.
+
+    Returns:
+        The text and whether it was truncated.
+    """
+    parts: list[str] = []
+    head = normalize_text(_stringify(title))
+    if head:
+        parts.append(head)
+    b = normalize_text(_stringify(brand))
+    if b:
+        parts.append(f"brand: {b}")
+    c = normalize_text(_stringify(seller_category))
+    if c:
+        parts.append(f"category: {c}")
+    for mapping in (attributes, extra):
+        for key, value in (mapping or {}).items():
+            k = normalize_text(_stringify(key))
+            v = normalize_text(_stringify(value))
+            if k and v:
+                parts.append(f"{k}: {v}")
+    d = normalize_text(_stringify(description))
+    if d:
+        parts.append(d)
+    text = FIELD_SEPARATOR.join(parts)
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        space = cut.rfind(" ")
+        if space > max_chars * 0.8:
+            cut = cut[:space]
+        return BuiltText(cut.rstrip(), True)
+    return BuiltText(text, False)
+
+
+KNOWN_FIELDS = ("title", "description", "brand", "seller_category", "attributes")
+
+
+def build_text_from_record(
+    record: Mapping[str, Any],
+    text_cols: tuple[str, ...] | list[str] = ("title", "description", "brand", "seller_category"),
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> BuiltText:
+    """Build the model input from a record dict using the chosen text columns.
+
+    Columns named like the listing fields keep their role; any other chosen column is folded in
+    as "column: value". The first chosen column stands in for the title when there is no `title`.
+    """
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for i, col in enumerate(text_cols):
+        value = record.get(col)
+        if col in KNOWN_FIELDS:
+            fields[col] = value
+        elif i == 0 and "title" not in text_cols:
+            fields["title"] = value
+        else:
+            extra[col] = value
+    attributes = fields.pop("attributes", None)
+    if attributes is not None and not isinstance(attributes, Mapping):
+        extra["attributes"] = attributes
+        attributes = None
+    return build_text(
+        title=fields.get("title", ""),
+        description=fields.get("description", ""),
+        brand=fields.get("brand", ""),
+        seller_category=fields.get("seller_category", ""),
+        attributes=attributes,
+        extra=extra,
+        max_chars=max_chars,
+    )
+
+
+def count_words(text: str) -> int:
+    """Count content words (Latin or digit runs, CJK pairs) for the insufficient-detail rule."""
+    return len(_WORD_RE.findall(text))

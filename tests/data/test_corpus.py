@@ -1,0 +1,105 @@
+"""The committed corpus: validation, statistics the foundation issue asks for, leakage checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from training.corpus import build_corpus, corpus_stats, read_jsonl, validate_corpus
+
+
+@pytest.fixture(scope="module")
+def rows(root):
+    return read_jsonl(root / "data" / "corpus" / "corpus.jsonl")
+
+
+def test_committed_corpus_validates(rows, taxonomy):
+    problems = validate_corpus(rows, taxonomy)
+    assert problems == [], [p.message for p in problems[:10]]
+
+
+def test_corpus_meets_the_coverage_targets(rows, taxonomy):
+    stats = corpus_stats(rows, taxonomy)
+    assert stats["rows"] >= 4000
+    for label, counts in stats["per_label"].items():
+        assert counts["total"] >= 200, label
+        assert min(counts["train"], counts["val"], counts["test"]) > 0, label
+        assert stats["product_types_per_label"][label] >= 40, label
+    assert stats["negative_share"] >= 0.45
+    assert stats["hard_negative_share_of_negatives"] >= 0.40
+    assert stats["multi_label_share_of_positives"] >= 0.08
+    assert stats["cjk_share"] >= 0.05
+    assert stats["generated_share"] <= 0.5
+    split = stats["per_split"]
+    assert 0.75 <= split["train"] / stats["rows"] <= 0.85
+    assert stats["words"]["p0"] >= 1 and stats["words"]["p100"] <= 400
+
+
+def test_generated_rows_never_the_only_source_of_a_product_type(rows):
+    written = {r["product_type"] for r in rows if r["origin"] == "written"}
+    generated = {r["product_type"] for r in rows if r["origin"] == "generated"}
+    assert generated <= written
+
+
+def test_build_is_deterministic_and_matches_the_committed_file(root, rows, taxonomy):
+    built = build_corpus(root / "data" / "corpus", taxonomy)
+    committed = [{k: v for k, v in r.items() if k != "_where"} for r in rows]
+    assert built == committed
+
+
+def _clean(rows):
+    return [{k: v for k, v in r.items() if k != "_where"} for r in rows]
+
+
+def test_planted_near_duplicate_across_splits_is_caught(rows, taxonomy):
+    data = _clean(rows[:300])
+    train = next(r for r in data if r["split"] == "train" and len(r["description"]) > 60)
+    twin = copy.deepcopy(train)
+    twin["id"] = "planted-twin"
+    twin["split"] = "test"
+    twin["description"] = twin["description"].replace(" ", "  ", 1) + " New."
+    data.append(twin)
+    problems = validate_corpus(data, taxonomy)
+    leaks = [p for p in problems if p.kind == "leak_near"]
+    assert any("planted-twin" in p.message and train["id"] in p.message for p in leaks)
+
+
+def test_exact_duplicate_across_splits_duplicate_id_unknown_label_empty_text(rows, taxonomy):
+    data = _clean(rows[:50])
+    exact = dict(data[0], id="copy-1", split="val" if data[0]["split"] != "val" else "test")
+    dup_id = dict(data[1], title=data[1]["title"] + " variant zz", id=data[2]["id"])
+    unknown = dict(data[3], id="bad-label", labels=["drones"], title="unique title qq")
+    empty = dict(data[4], id="empty", title="", description="", brand="", seller_category="")
+    missing = {k: v for k, v in data[5].items() if k != "split"} | {"id": "no-split"}
+    problems = validate_corpus(data + [exact, dup_id, unknown, empty, missing], taxonomy)
+    kinds = {p.kind for p in problems}
+    assert {"leak_exact", "duplicate_id", "label", "empty", "schema"} <= kinds
+    text = " ".join(p.message for p in problems)
+    assert "'drones'" in text and "copy-1" in text and "no-split" in text
+
+
+def test_cli_validate_fails_on_a_leaky_file_and_stats_json(root, rows, tmp_path):
+    data = _clean(rows[:40])
+    data.append(dict(data[0], id="leak", split="test" if data[0]["split"] != "test" else "val"))
+    path = tmp_path / "leaky.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in data))
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "validate", "--corpus", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert bad.returncode == 1 and "leak_exact" in bad.stderr
+    stats = subprocess.run(
+        [sys.executable, "-m", "training.cli", "data", "stats", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert stats.returncode == 0
+    parsed = json.loads(stats.stdout)
+    assert parsed["rows"] == len(rows) and "hard_negative_share_of_negatives" in parsed

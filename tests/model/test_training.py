@@ -1,0 +1,197 @@
+"""The smoke training run end to end, seeding, and the evaluate command (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from serving.contract.artifact import verify_artifact
+from serving.predictor import Predictor
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_run_produces_a_complete_verified_artifact(smoke_run):
+    folder = smoke_run.folder
+    manifest = verify_artifact(folder)
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+        "taxonomy.yaml",
+        "README.md",
+    ):
+        assert name in manifest.files, name
+    config = json.loads((folder / "config.json").read_text())
+    assert list(config["id2label"].values()) == manifest.labels
+    assert manifest.kind == "transformer" and manifest.calibration.method == "platt"
+    for t in manifest.thresholds.values():
+        assert t.review <= t.flag
+    assert manifest.onnx_agreement["argmax_agreement"] >= 0.9
+    assert manifest.onnx_agreement["max_prob_diff"] < 0.2
+    assert manifest.metrics["test"]["n"] > 0
+    assert (
+        manifest.metrics["training"]["val.ece_after"]
+        <= manifest.metrics["training"]["val.ece_before"] + 1e-9
+    )
+    assert "screening aid" in (folder / "README.md").read_text()
+
+
+def test_smoke_run_writes_report_with_plots(smoke_run):
+    report = smoke_run.report
+    text = report.read_text()
+    assert "| test | transformer |" in text and "| test | tfidf |" in text
+    pngs = list(report.parent.glob("*.png"))
+    assert {p.name for p in pngs} >= {
+        "test_pr_curves.png",
+        "test_reliability.png",
+        "test_decisions.png",
+    }
+
+
+def test_smoke_run_is_registered_as_candidate(smoke_run, mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    version = client.get_model_version_by_alias("dualscreen", "candidate")
+    assert version.version == smoke_run.registered_version
+    run = client.get_run(version.run_id)
+    assert "test.macro_f1" in run.data.metrics and "val_loss" in run.data.metrics
+    assert run.data.params["model.kind"] == "transformer"
+    arts = {a.path for a in client.list_artifacts(version.run_id)}
+    assert {"model", "report"} <= arts
+
+
+def test_registry_uri_loads_the_same_model(smoke_run, mlflow_store, tmp_path):
+    predictor = Predictor.load("models:/dualscreen@candidate", cache_dir=tmp_path)
+    assert predictor.manifest.version == smoke_run.manifest.version
+
+
+def test_tfidf_baseline_serves_through_the_same_contract(tfidf_model):
+    predictor = Predictor.load(tfidf_model)
+    assert predictor.manifest.kind == "tfidf" and predictor.backend.name == "tfidf"
+    assert "model.skops" in predictor.manifest.files
+    [pred] = predictor.predict(
+        [
+            {
+                "title": "Cotton crew-neck T-shirt, pack of 3",
+                "description": "soft cotton, machine washable",
+            }
+        ]
+    )
+    assert set(pred.result.probabilities) == set(predictor.labels)
+
+
+def test_backends_agree_and_batch_equals_single(smoke_model):
+    records = [
+        {"title": "LWIR thermal core 640x512", "description": "uncooled VOx, 12 um"},
+        {"title": "Cotton T-shirt"},
+        {"title": "IC FPGA 285 I/O 484FBGA", "description": "Artix family"},
+    ]
+    fp32 = Predictor.load(smoke_model, backend="onnx")
+    torch_p = Predictor.load(smoke_model, backend="torch")
+    texts = [fp32.build(r).text for r in records]
+    a = fp32.probabilities(texts)
+    b = torch_p.probabilities(texts)
+    assert np.abs(a - b).max() < 1e-3
+    single = np.vstack([fp32.probabilities([t]) for t in texts])
+    assert np.abs(single - a).max() < 1e-4
+
+
+def test_same_seed_gives_same_metrics(root):
+    from serving.contract.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.pipeline import load_data
+    from training.train import train_transformer
+
+    cfg = load_config(
+        root / "training/configs/smoke.toml",
+        [
+            "data.max_train_rows=48",
+            "data.max_eval_rows=40",
+            "train.epochs=1",
+            "model.max_tokens=32",
+            "train.batch_size=16",
+        ],
+    )
+    splits, _ = load_data(cfg, load_taxonomy(root / "data/taxonomy.yaml"))
+    runs = []
+    for _ in range(2):
+        result = train_transformer(
+            cfg,
+            splits["train"].rows,
+            splits["train"].y,
+            splits["val"].texts,
+            splits["val"].y,
+            load_taxonomy(root / "data/taxonomy.yaml").labels,
+        )
+        runs.append(result.history[-1])
+    assert round(runs[0]["val_loss"], 3) == round(runs[1]["val_loss"], 3)
+    assert round(runs[0]["val_macro_pr_auc"], 3) == round(runs[1]["val_macro_pr_auc"], 3)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+
+
+def test_evaluate_json_on_a_user_csv_with_label_columns(smoke_model, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text(
+        "sku,name,notes,uav,electronics\n"
+        "1,Quadcopter aerial platform 55 min endurance,RTK mapping,1,0\n"
+        "2,IC FPGA 285 I/O 484FBGA,programmable logic,0,1\n"
+        "3,Cotton T-shirt,crew neck,0,0\n"
+        "4,Garden hose 20 m,green,0,0\n"
+    )
+    done = _cli(
+        "evaluate",
+        "--model",
+        str(smoke_model),
+        "--data",
+        str(path),
+        "--json",
+        "--id-col",
+        "sku",
+        "--text-cols",
+        "name,notes",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {
+        "macro_f1",
+        "micro_f1",
+        "per_label",
+        "any_label",
+        "review_rate",
+        "ece",
+        "n",
+    }
+    assert result["n"] == 4
+    assert set(result["any_label"]) >= {"recall", "flag_precision", "clear_rate_negatives"}
+
+
+def test_evaluate_reports_per_source_on_realworld(smoke_model, root):
+    path = root.parent / "shared" / "realworld" / "components.jsonl"
+    if not path.exists():
+        pytest.skip("../shared/realworld is not present (evaluation data only)")
+    done = _cli("evaluate", "--model", str(smoke_model), "--data", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "source kicad" in done.stdout or "source digikey" in done.stdout
+
+
+def test_evaluate_bad_model_is_a_clear_error(tmp_path):
+    done = _cli("evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "x.csv"))
+    assert done.returncode == 2 and "no manifest.json" in done.stderr

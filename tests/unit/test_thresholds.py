@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from training.thresholds import (
+    NEVER,
+    any_label_recall,
+    choose_flag_threshold,
+    choose_thresholds,
+    recall_threshold,
+)
+
+
+def test_flag_threshold_known_answer():
+    p = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.3])
+    y = np.array([1, 1, 1, 0, 1, 0, 0])
+    # top 3 all positive (precision 1.0), top 5: 4/5 = 0.8, top 4: 3/4 = 0.75
+    assert choose_flag_threshold(p, y, precision=0.9) == 0.85
+    assert choose_flag_threshold(p, y, precision=0.8) == 0.7
+    assert choose_flag_threshold(p, y, precision=0.99, min_flags=4) == NEVER
+
+
+def test_flag_threshold_respects_ties_and_floor():
+    p = np.array([0.9, 0.9, 0.4, 0.4])
+    y = np.array([1, 0, 1, 1])
+    assert choose_flag_threshold(p, y, precision=0.6, min_flags=1) == NEVER  # 0.9 tie: 1/2
+    assert choose_flag_threshold(p, y, precision=0.5, min_flags=1) == 0.9
+
+
+def test_recall_threshold_known_answer():
+    p = np.array([0.9, 0.8, 0.2, 0.1, 0.05])
+    y = np.array([1, 1, 1, 1, 0])
+    assert recall_threshold(p, y, 0.5) == 0.8
+    assert recall_threshold(p, y, 0.75) == 0.2
+    assert recall_threshold(p, y, 1.0) == 0.1
+    assert recall_threshold(p, np.zeros(5), 0.5) == NEVER
+
+
+def test_choose_thresholds_reaches_target_with_narrowest_band():
+    # label 0 separable; label 1 has one hard positive at 0.15.
+    p = np.array([[0.95, 0.01], [0.9, 0.02], [0.05, 0.9], [0.02, 0.15], [0.1, 0.1], [0.03, 0.2]])
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]])
+    t = choose_thresholds(p, y, ["a", "b"], target_recall=0.75, flag_precision=0.9)
+    assert any_label_recall(p, y, np.array([t["a"].review, t["b"].review])) >= 0.75
+    assert t["b"].review == pytest.approx(0.9)  # 3 of 4 positives caught without the hard one
+    t_all = choose_thresholds(p, y, ["a", "b"], target_recall=1.0, flag_precision=0.9)
+    assert t_all["b"].review == pytest.approx(0.15)
+    assert t_all["a"].review <= t_all["a"].flag
+
+
+def test_caught_anyway_counts_toward_recall():
+    p = np.array([[0.9], [0.1]])
+    y = np.array([[1], [1]])
+    assert any_label_recall(p, y, np.array([0.5])) == 0.5
+    assert any_label_recall(p, y, np.array([0.5]), np.array([False, True])) == 1.0

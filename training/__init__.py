@@ -1,0 +1,1 @@
+"""dualscreen training: corpus tools, fine-tuning, calibration, thresholds, evaluation, registry."""

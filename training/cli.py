@@ -1,0 +1,255 @@
+"""The `dualscreen` command line: data, train, evaluate and registry here; serving's commands
+(score, serve, review) are mounted from `serving.cli`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from serving.cli import register_serving_commands
+from serving.contract.errors import DualscreenError
+from serving.contract.taxonomy import load_taxonomy
+from training import paths
+
+app = typer.Typer(
+    help="dualscreen: screen product catalogs for likely dual-use goods.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Build, validate and describe the labelled corpus.", no_args_is_help=True
+)
+registry_app = typer.Typer(help="MLflow model registry: list and promote.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(registry_app, name="registry")
+console = Console(stderr=True)
+
+TaxonomyOpt = Annotated[
+    Path | None, typer.Option(help="taxonomy YAML (default data/taxonomy.yaml)")
+]
+CorpusOpt = Annotated[
+    Path | None, typer.Option(help="corpus JSONL (default data/corpus/corpus.jsonl)")
+]
+
+
+@data_app.command("build")
+def data_build(
+    source: Annotated[Path | None, typer.Option(help="folder with written/ and fragments/")] = None,
+    output: CorpusOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    seed: int = 13,
+) -> None:
+    """Build corpus.jsonl (ids, generated rows, grouped splits) from the source files."""
+    from training.corpus import build_corpus, corpus_stats, write_corpus
+
+    tax = load_taxonomy(taxonomy or paths.default_taxonomy())
+    source = source or paths.project_root() / "data" / "corpus"
+    output = output or paths.default_corpus()
+    rows = build_corpus(source, tax, seed=seed)
+    write_corpus(rows, output)
+    stats = corpus_stats(rows, tax)
+    console.print(
+        f"wrote {len(rows):,} rows to {output} "
+        f"(train {stats['per_split']['train']}, val {stats['per_split']['val']}, "
+        f"test {stats['per_split']['test']})"
+    )
+
+
+@data_app.command("validate")
+def data_validate(corpus: CorpusOpt = None, taxonomy: TaxonomyOpt = None) -> None:
+    """Fail on schema errors, unknown labels, duplicate ids, empty texts and split leakage."""
+    from training.corpus import read_jsonl, validate_corpus
+
+    tax = load_taxonomy(taxonomy or paths.default_taxonomy())
+    path = corpus or paths.default_corpus()
+    try:
+        rows = read_jsonl(path)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {path}: {exc}")
+        raise typer.Exit(1) from None
+    problems = validate_corpus(rows, tax)
+    if problems:
+        for p in problems[:200]:
+            console.print(f"[red]{p.kind}[/red]: {p.message}", markup=True, highlight=False)
+        if len(problems) > 200:
+            console.print(f"... and {len(problems) - 200} more")
+        console.print(f"[red]{len(problems)} problem(s) in {path}")
+        raise typer.Exit(1)
+    console.print(f"[green]{path}: {len(rows):,} rows, no problems")
+
+
+@data_app.command("stats")
+def data_stats(
+    corpus: CorpusOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Counts per split and label, hard-negative and language shares, length percentiles."""
+    from training.corpus import corpus_stats, read_jsonl
+
+    tax = load_taxonomy(taxonomy or paths.default_taxonomy())
+    rows = read_jsonl(corpus or paths.default_corpus())
+    stats = corpus_stats(rows, tax)
+    if as_json:
+        sys.stdout.write(json.dumps(stats, indent=2) + "\n")
+        return
+    table = Table(title=f"corpus: {stats['rows']:,} rows")
+    table.add_column("label")
+    for col in ("train", "val", "test", "total", "types"):
+        table.add_column(col, justify="right")
+    for label, counts in stats["per_label"].items():
+        table.add_row(
+            label,
+            *(str(counts[c]) for c in ("train", "val", "test", "total")),
+            str(stats["product_types_per_label"][label]),
+        )
+    Console().print(table)
+    for key in (
+        "negative_share",
+        "hard_negative_share_of_negatives",
+        "multi_label_share_of_positives",
+        "cjk_share",
+        "generated_share",
+        "words",
+    ):
+        Console().print(f"{key}: {stats[key]}")
+
+
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Option(help="TOML profile")] = Path(
+        "training/configs/default.toml"
+    ),
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="override: section.key=value")
+    ] = None,
+    no_baseline: Annotated[
+        bool, typer.Option(help="skip the side-by-side TF-IDF baseline")
+    ] = False,
+) -> None:
+    """Fine-tune, calibrate, choose thresholds, evaluate, track in MLflow and register."""
+    from training.config import load_config
+    from training.pipeline import run_training
+
+    cfg = load_config(config, overrides or [])
+    run_training(cfg, console=console, baseline=not no_baseline)
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[
+        str, typer.Option(help="model folder or MLflow URI (models:/dualscreen@champion)")
+    ],
+    data: Annotated[
+        Path, typer.Option(help="labelled file: CSV, TSV, JSONL or Parquet (gzip too)")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON object")] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="onnx-int8, onnx, torch (default by kind)")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="file format if not by extension")
+    ] = None,
+    id_col: Annotated[str, typer.Option(help="id column")] = "id",
+    text_cols: Annotated[
+        str, typer.Option(help="comma-separated text columns")
+    ] = "title,description,brand,seller_category",
+    labels_col: Annotated[
+        str,
+        typer.Option(help="labels column (list, '|'-string); or 0/1 columns named after labels"),
+    ] = "labels",
+) -> None:
+    """Evaluate a model on a labelled file: per-label and routing figures."""
+    from serving.contract.decide import calibrate
+    from serving.contract.readers import ColumnMapping
+    from serving.predictor import Predictor
+    from training.evaluate import (
+        compute_metrics,
+        format_metrics_table,
+        format_per_label,
+        load_labelled,
+        metrics_by_source,
+    )
+
+    predictor = Predictor.load(model, backend=backend)
+    mapping = ColumnMapping(
+        id_col, tuple(c.strip() for c in text_cols.split(",") if c.strip()), labels_col
+    )
+    labelled = load_labelled(
+        data, predictor.taxonomy, mapping, predictor.manifest.rules.max_chars, fmt=fmt
+    )
+    for bad in labelled.rejected[:20]:
+        console.print(f"[yellow]rejected[/yellow] {data}:{bad.line}: {bad.reason}", highlight=False)
+    probs = calibrate(predictor.backend.logits(labelled.texts), predictor.manifest)
+    metrics = compute_metrics(probs, labelled.y, labelled.texts, predictor.manifest)
+    if as_json:
+        keys = ("macro_f1", "micro_f1", "per_label", "any_label", "review_rate", "ece", "n")
+        sys.stdout.write(json.dumps({k: metrics[k] for k in keys}) + "\n")
+        return
+    out = Console()
+    out.print(
+        f"{predictor.manifest.name} {predictor.manifest.version} ({predictor.backend.name}) "
+        f"on {data}: "
+        f"{metrics['n']} rows, {len(labelled.rejected)} rejected"
+    )
+    out.print(format_metrics_table({data.name: {predictor.manifest.kind: metrics}}))
+    out.print(format_per_label(metrics))
+    if any(labelled.sources):
+        for source, m in metrics_by_source(
+            probs, labelled.y, labelled.texts, labelled.sources, predictor.manifest
+        ).items():
+            out.print(
+                f"source {source}: n={m['n']} macro F1 {m['macro_f1']:.3f} any-label recall "
+                f"{m['any_label']['recall']} review rate {m['review_rate']:.3f}"
+            )
+
+
+@registry_app.command("list")
+def registry_list(name: str = "dualscreen") -> None:
+    """Registered versions with aliases and test metrics."""
+    from training.registry import list_versions
+
+    for row in list_versions(name):
+        Console().print(row)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    name: str = "dualscreen",
+    tolerance: Annotated[
+        float, typer.Option(help="allowed drop in test macro F1 and any-label recall")
+    ] = 0.005,
+) -> None:
+    """Move alias 'champion' to the candidate if it is not worse than the current champion."""
+    from training.registry import promote
+
+    result = promote(name, tolerance)
+    console.print(
+        ("[green]promoted[/green]: " if result.promoted else "[yellow]refused[/yellow]: ")
+        + result.reason,
+        highlight=False,
+    )
+    if not result.promoted:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the `dualscreen` console script."""
+    try:
+        app()
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+register_serving_commands(app)
+
+
+if __name__ == "__main__":
+    main()

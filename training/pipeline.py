@@ -1,0 +1,597 @@
+"""One training run end to end: data, fit, export, calibrate, thresholds, evaluate, track, register.
+
+Calibration and thresholds are fitted on logits from the backend the artifact is served with by
+default (ONNX int8 for transformers), so the figures in the manifest are the figures users get.
+A transformer run also fits the TF-IDF baseline on the same data and reports both side by side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.backends import Backend, load_backend
+from serving.contract.artifact import (
+    FORMAT_VERSION,
+    Calibration,
+    DecisionRules,
+    LabelThresholds,
+    Manifest,
+    write_manifest,
+)
+from serving.contract.decide import is_insufficient
+from serving.contract.readers import ColumnMapping, RejectedRow, read_records
+from serving.contract.taxonomy import Taxonomy, load_taxonomy
+from serving.contract.text import build_text
+from training import paths
+from training.calibrate import apply_calibration, expected_calibration_error, fit_calibration
+from training.config import Config
+from training.corpus import corpus_hash
+from training.evaluate import (
+    compute_metrics,
+    format_metrics_table,
+    format_per_label,
+    load_labelled,
+    metrics_by_source,
+    write_plots,
+)
+from training.thresholds import NEVER, choose_thresholds
+
+log = logging.getLogger(__name__)
+FIELDS = ("title", "description", "brand", "seller_category")
+
+
+@dataclass
+class Split:
+    """Rows of one split with built texts and a truth matrix."""
+
+    rows: list[dict[str, Any]]
+    texts: list[str]
+    y: NDArray[np.int64]
+
+
+@dataclass
+class Packaged:
+    """A finished artifact folder and how it scored."""
+
+    folder: Path
+    manifest: Manifest
+    backend: Backend
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What a training run produced."""
+
+    folder: Path
+    manifest: Manifest
+    report: Path
+    results: dict[str, dict[str, dict[str, Any]]]
+    registered_version: str | None = None
+    baseline_folder: Path | None = None
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else paths.project_root() / p
+
+
+def git_revision() -> str:
+    """Current git commit (with -dirty when the tree has changes), or 'unknown'."""
+    try:
+        root = paths.project_root()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_labelled_rows(
+    path: Path, taxonomy: Taxonomy
+) -> tuple[list[dict[str, Any]], list[RejectedRow]]:
+    """Read a labelled file through the shared reader; rows carry `labels`."""
+    rows, rejected = [], []
+    for result in read_records(path, mapping=ColumnMapping(), taxonomy=taxonomy):
+        if isinstance(result, RejectedRow):
+            rejected.append(result)
+            continue
+        row = {k: result.data.get(k) or "" for k in FIELDS}
+        row["id"] = str(result.data.get("id") or f"{path.name}:{result.line}")
+        row["split"] = str(result.data.get("split") or "")
+        row["labels"] = result.labels or []
+        rows.append(row)
+    return rows, rejected
+
+
+def _slice(
+    rows: list[dict[str, Any]], n: int | None, labels: list[str], seed: int
+) -> list[dict[str, Any]]:
+    """A deterministic slice of n rows that keeps positives of every label."""
+    if n is None or len(rows) <= n:
+        return rows
+    rng = random.Random(seed)
+    order = sorted(rows, key=lambda r: hashlib.sha1(r["id"].encode()).hexdigest())
+    per_label = max(2, n // (3 * len(labels)))
+    chosen: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        for r in [r for r in order if label in r["labels"]][:per_label]:
+            chosen[r["id"]] = r
+    rest = [r for r in order if r["id"] not in chosen]
+    rng.shuffle(rest)
+    for r in rest[: max(0, n - len(chosen))]:
+        chosen[r["id"]] = r
+    return sorted(chosen.values(), key=lambda r: r["id"])
+
+
+def _to_split(rows: list[dict[str, Any]], labels: list[str], max_chars: int) -> Split:
+    texts = [
+        build_text(**{k: r.get(k, "") for k in FIELDS}, max_chars=max_chars).text for r in rows
+    ]
+    y = np.array(
+        [[1 if lb in r["labels"] else 0 for lb in labels] for r in rows], dtype=np.int64
+    ).reshape(len(rows), len(labels))
+    return Split(rows, texts, y)
+
+
+def load_data(cfg: Config, taxonomy: Taxonomy) -> tuple[dict[str, Split], dict[str, Any]]:
+    """Corpus splits (through `datasets`), plus reviewed extra files added to train only."""
+    import datasets
+
+    corpus_path = _resolve(cfg.data.corpus)
+    rows, rejected = read_labelled_rows(corpus_path, taxonomy)
+    if rejected:
+        raise ValueError(
+            f"{corpus_path}: {len(rejected)} bad rows, first: line "
+            f"{rejected[0].line}: {rejected[0].reason}"
+        )
+    ds = datasets.Dataset.from_list(rows)
+    by_split = {s: [r for r in ds if r["split"] == s] for s in ("train", "val", "test")}
+    held_out = {
+        build_text(**{k: r[k] for k in FIELDS}).text.lower()
+        for s in ("val", "test")
+        for r in by_split[s]
+    }
+    extra_used = 0
+    for extra in cfg.data.extra:
+        extra_rows, bad = read_labelled_rows(_resolve(extra), taxonomy)
+        if bad:
+            log.warning(
+                "%s: %d rows rejected (first: line %d: %s)",
+                extra,
+                len(bad),
+                bad[0].line,
+                bad[0].reason,
+            )
+        for r in extra_rows:
+            if build_text(**{k: r[k] for k in FIELDS}).text.lower() in held_out:
+                continue  # a reviewed item never enters training if it is a val/test item
+            r["split"] = "train"
+            by_split["train"].append(r)
+            extra_used += 1
+    labels = taxonomy.labels
+    seed = cfg.train.seed
+    by_split["train"] = _slice(by_split["train"], cfg.data.max_train_rows, labels, seed)
+    by_split["val"] = _slice(by_split["val"], cfg.data.max_eval_rows, labels, seed)
+    by_split["test"] = _slice(by_split["test"], cfg.data.max_eval_rows, labels, seed)
+    splits = {s: _to_split(r, labels, cfg.model.max_chars) for s, r in by_split.items()}
+    info = {
+        "corpus": str(corpus_path),
+        "corpus_hash": corpus_hash(corpus_path),
+        "train_rows": len(splits["train"].rows),
+        "val_rows": len(splits["val"].rows),
+        "test_rows": len(splits["test"].rows),
+        "reviewed_labels": extra_used,
+        "extra_files": list(cfg.data.extra),
+    }
+    return splits, info
+
+
+def _identity_manifest(
+    cfg: Config, kind: str, taxonomy: Taxonomy, version: str, data_info: dict[str, Any], name: str
+) -> Manifest:
+    labels = taxonomy.labels
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        name=name,
+        version=version,
+        kind=kind,  # type: ignore[arg-type]
+        labels=labels,
+        taxonomy_version=taxonomy.version,
+        calibration=Calibration(
+            method="none", a={lb: 1.0 for lb in labels}, b={lb: 0.0 for lb in labels}
+        ),
+        thresholds={lb: LabelThresholds(flag=NEVER, review=NEVER) for lb in labels},
+        rules=DecisionRules(
+            min_words=cfg.decide.min_words,
+            max_chars=cfg.model.max_chars,
+            max_tokens=cfg.model.max_tokens,
+        ),
+        base_model=cfg.model.base_model if kind == "transformer" else "tfidf",
+        corpus_hash=data_info["corpus_hash"],
+        git_revision=git_revision(),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        config=cfg.model_dump(mode="json"),
+        training_data=data_info,
+    )
+
+
+def _calibrate_and_decide(
+    cfg: Config, manifest: Manifest, val_logits: NDArray[np.float32], val: Split
+) -> tuple[Manifest, dict[str, float]]:
+    labels = manifest.labels
+    cal = fit_calibration(val_logits, val.y, labels)
+    raw_p = apply_calibration(val_logits, manifest.calibration, labels)
+    cal_p = apply_calibration(val_logits, cal, labels)
+    vague = np.array([is_insufficient(t, cfg.decide.min_words) for t in val.texts], dtype=bool)
+    thresholds = choose_thresholds(
+        cal_p,
+        val.y,
+        labels,
+        cfg.decide.target_recall,
+        cfg.decide.flag_precision,
+        caught_anyway=vague,
+    )
+    notes = {
+        "val.ece_before": expected_calibration_error(raw_p, val.y),
+        "val.ece_after": expected_calibration_error(cal_p, val.y),
+    }
+    return manifest.model_copy(update={"calibration": cal, "thresholds": thresholds}), notes
+
+
+def _evaluate_sets(
+    backend: Backend,
+    manifest: Manifest,
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]]]:
+    from serving.contract.decide import calibrate
+
+    metrics: dict[str, Any] = {}
+    probs: dict[str, NDArray[np.float64]] = {}
+    for name, (texts, y, sources) in sets.items():
+        p = calibrate(backend.logits(texts), manifest)
+        m = compute_metrics(p, y, texts, manifest)
+        if any(sources):
+            m["by_source"] = metrics_by_source(p, y, texts, sources, manifest)
+        metrics[name] = m
+        probs[name] = p
+    return metrics, probs
+
+
+def _package(
+    cfg: Config,
+    kind: str,
+    taxonomy: Taxonomy,
+    taxonomy_path: Path,
+    splits: dict[str, Split],
+    data_info: dict[str, Any],
+    version: str,
+    name: str,
+    folder: Path,
+    console: Any,
+    on_epoch: Any = None,
+) -> tuple[Packaged, dict[str, Any]]:
+    from training.export import agreement, copy_taxonomy
+
+    labels = taxonomy.labels
+    folder.mkdir(parents=True, exist_ok=True)
+    copy_taxonomy(taxonomy_path, folder)
+    info: dict[str, Any] = {}
+    manifest = _identity_manifest(cfg, kind, taxonomy, version, data_info, name)
+    started = time.perf_counter()
+    reference_val: NDArray[np.float32] | None = None
+    if kind == "transformer":
+        from training.export import export_onnx, save_transformer
+        from training.train import predict_logits, train_transformer
+
+        train = splits["train"]
+        result = train_transformer(
+            cfg,
+            train.rows,
+            train.y,
+            splits["val"].texts,
+            splits["val"].y,
+            labels,
+            on_epoch=on_epoch,
+            console=console,
+        )
+        info.update(
+            train_seconds=round(result.seconds, 1),
+            best_epoch=result.best_epoch,
+            train_items_per_second=round(result.items_per_second, 1),
+            device=result.device,
+            history=result.history,
+        )
+        save_transformer(result.model, result.tokenizer, folder)
+        reference_val = predict_logits(
+            result.model, result.tokenizer, splits["val"].texts, cfg.model.max_tokens
+        )
+        if cfg.track.export_onnx:
+            if console is not None:
+                console.print("exporting ONNX (fp32, fused) and int8 ...")
+            info["onnx"] = export_onnx(folder, cfg.model.max_tokens)
+        backend_name = "onnx-int8" if cfg.track.export_onnx else "torch"
+    else:
+        from training.baseline import save_tfidf, train_tfidf
+
+        pipeline = train_tfidf(cfg, splits["train"].texts, splits["train"].y)
+        save_tfidf(pipeline, folder)
+        info["train_seconds"] = round(time.perf_counter() - started, 1)
+        backend_name = "tfidf"
+    backend = load_backend(folder, manifest, backend_name)
+    val_logits = backend.logits(splits["val"].texts)
+    agree: dict[str, float] = {}
+    if reference_val is not None and backend_name != "torch":
+        agree = agreement(reference_val, val_logits)
+    manifest, cal_notes = _calibrate_and_decide(cfg, manifest, val_logits, splits["val"])
+    manifest = manifest.model_copy(update={"onnx_agreement": agree})
+    info.update(cal_notes)
+    return Packaged(folder, manifest, backend), info
+
+
+def _eval_inputs(
+    splits: dict[str, Split], taxonomy: Taxonomy, cfg: Config, with_realworld: bool
+) -> dict[str, tuple[list[str], NDArray[np.int64], list[str]]]:
+    sets = {s: (splits[s].texts, splits[s].y, [""] * len(splits[s].texts)) for s in ("val", "test")}
+    rw = paths.realworld_dir() if with_realworld else None
+    if rw is not None:
+        for path in sorted(rw.glob("*.jsonl")):
+            data = load_labelled(path, taxonomy, max_chars=cfg.model.max_chars)
+            sets[f"realworld/{path.stem}"] = (data.texts, data.y, data.sources)
+    return sets
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Replace `final` with `tmp` so a reader never sees a half-written artifact."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> RunResult:
+    """Train, package, evaluate, report, track and register one model.
+
+    Args:
+        cfg: validated config.
+        console: rich Console for progress (None: quiet).
+        baseline: with a transformer, also fit and report the TF-IDF baseline.
+
+    Returns:
+        Where the artifact and report are, and every evaluation figure.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    taxonomy_path = _resolve(cfg.data.taxonomy)
+    taxonomy = load_taxonomy(taxonomy_path)
+    splits, data_info = load_data(cfg, taxonomy)
+    version = dt.datetime.now(dt.UTC).strftime("%Y%m%d.%H%M%S")
+    name = cfg.track.model_name
+    out_dir = _resolve(cfg.track.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if cfg.profile == "default" else f"-{cfg.profile}"
+    final = out_dir / (
+        f"{name}{suffix}" if cfg.model.kind == "transformer" else f"{name}{suffix}-tfidf"
+    )
+    tmp = out_dir / f".tmp-{final.name}-{version}"
+    report_dir = _resolve(cfg.track.report_dir) / f"{final.name}-{version}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    mlflow = None
+    run = None
+    if cfg.track.mlflow:
+        from training.registry import flatten, setup_mlflow
+
+        mlflow = setup_mlflow()
+        mlflow.set_experiment(cfg.track.experiment)
+        run = mlflow.start_run(run_name=f"{cfg.profile}-{cfg.model.kind}-{version}")
+        mlflow.log_params(flatten(cfg.model_dump(mode="json")))
+        mlflow.log_params(
+            {
+                "data.train_rows": data_info["train_rows"],
+                "data.reviewed_labels": data_info["reviewed_labels"],
+                "data.corpus_hash": data_info["corpus_hash"],
+            }
+        )
+
+    def on_epoch(row: dict[str, float]) -> None:
+        if mlflow is not None:
+            mlflow.log_metrics(
+                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+            )
+
+    try:
+        if console is not None:
+            console.print(
+                f"training {cfg.model.kind} ({cfg.profile}) on "
+                f"{data_info['train_rows']} rows, {len(splits['val'].rows)} val, "
+                f"{len(splits['test'].rows)} test"
+            )
+        main, info = _package(
+            cfg,
+            cfg.model.kind,
+            taxonomy,
+            taxonomy_path,
+            splits,
+            data_info,
+            version,
+            name,
+            tmp,
+            console,
+            on_epoch,
+        )
+        sets = _eval_inputs(splits, taxonomy, cfg, cfg.track.realworld)
+        metrics, probs = _evaluate_sets(main.backend, main.manifest, sets)
+        results: dict[str, dict[str, dict[str, Any]]] = {
+            s: {cfg.model.kind: m} for s, m in metrics.items()
+        }
+        baseline_folder = None
+        if baseline and cfg.model.kind == "transformer":
+            bcfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "tfidf"})})
+            bfinal = out_dir / f"{name}{suffix}-tfidf"
+            btmp = out_dir / f".tmp-{bfinal.name}-{version}"
+            base, binfo = _package(
+                bcfg,
+                "tfidf",
+                taxonomy,
+                taxonomy_path,
+                splits,
+                data_info,
+                version,
+                f"{name}-tfidf",
+                btmp,
+                None,
+            )
+            bmetrics, _ = _evaluate_sets(base.backend, base.manifest, sets)
+            for s, m in bmetrics.items():
+                results[s]["tfidf"] = m
+            _finish_artifact(base, binfo, bmetrics, "", bfinal)
+            baseline_folder = bfinal
+        report_md = _write_report(report_dir, main, info, results, probs, sets)
+        _finish_artifact(main, info, metrics, report_md, final)
+        manifest = main.manifest
+        registered = None
+        if mlflow is not None:
+            from training.registry import log_run_outputs, register_version
+
+            flat = _flat_metrics(metrics, info)
+            log_run_outputs(mlflow, final, report_dir, flat)
+            registered = register_version(name, run)
+            mlflow.set_tag("artifact_version", version)
+        if console is not None:
+            console.print(format_metrics_table(results))
+            console.print(
+                f"artifact: {final}\nreport:   {report_dir / 'report.md'}"
+                + (f"\nregistered {name} v{registered} as candidate" if registered else "")
+            )
+        return RunResult(
+            final, manifest, report_dir / "report.md", results, registered, baseline_folder
+        )
+    finally:
+        if mlflow is not None:
+            mlflow.end_run()
+        for leftover in out_dir.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _flat_metrics(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for set_name, m in metrics.items():
+        key = set_name.replace("/", ".")
+        for k in ("macro_f1", "micro_f1", "review_rate", "ece", "clear_rate"):
+            flat[f"{key}.{k}"] = float(m[k])
+        for k, v in m["any_label"].items():
+            if isinstance(v, float | int) and v is not None:
+                flat[f"{key}.any_label_{k}"] = float(v)
+    for k in ("train_seconds", "train_items_per_second", "val.ece_before", "val.ece_after"):
+        if isinstance(info.get(k), float | int):
+            flat[k] = float(info[k])
+    return flat
+
+
+def _finish_artifact(
+    p: Packaged, info: dict[str, Any], metrics: dict[str, Any], report_md: str, final: Path
+) -> None:
+    from training.export import write_model_card
+
+    summary = {
+        s: {k: m[k] for k in ("n", "macro_f1", "micro_f1", "any_label", "review_rate", "ece")}
+        for s, m in metrics.items()
+    }
+    summary["training"] = {k: v for k, v in info.items() if k != "history"}
+    manifest = p.manifest.model_copy(update={"metrics": summary})
+    write_model_card(
+        p.folder,
+        manifest,
+        report_md or format_metrics_table({s: {manifest.kind: m} for s, m in metrics.items()}),
+    )
+    p.manifest = write_manifest(p.folder, manifest)
+    _install(p.folder, final)
+    p.folder = final
+
+
+def _write_report(
+    report_dir: Path,
+    main: Packaged,
+    info: dict[str, Any],
+    results: dict[str, dict[str, dict[str, Any]]],
+    probs: dict[str, NDArray[np.float64]],
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+) -> str:
+    m = main.manifest
+    parts = [
+        f"Model `{m.name}` {m.version} ({m.kind}), taxonomy {m.taxonomy_version}.",
+        "",
+        "### Headline figures",
+        "",
+        format_metrics_table(results),
+        "",
+    ]
+    if "train_seconds" in info:
+        parts.append(
+            f"Training time {info['train_seconds']} s"
+            + (
+                f", {info['train_items_per_second']} items/s, best epoch {info['best_epoch']}"
+                if "best_epoch" in info
+                else ""
+            )
+            + f". Validation ECE before calibration {info['val.ece_before']:.4f}, "
+            f"after {info['val.ece_after']:.4f}."
+        )
+    if m.onnx_agreement:
+        parts.append(f"int8 ONNX vs torch on validation: {json.dumps(m.onnx_agreement)}.")
+    for set_name, by_model in results.items():
+        if set_name == "val":
+            continue
+        metrics = by_model[m.kind]
+        parts += ["", f"### {set_name} ({m.kind}), per label", "", format_per_label(metrics)]
+        if "by_source" in metrics:
+            parts += [
+                "",
+                "| source | n | macro F1 | any-label recall | review rate |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for src, sm in metrics["by_source"].items():
+                rec = sm["any_label"]["recall"]
+                parts.append(
+                    f"| {src} | {sm['n']} | {sm['macro_f1']:.3f} | "
+                    f"{'n/a' if rec is None else f'{rec:.3f}'} | {sm['review_rate']:.3f} |"
+                )
+        safe = set_name.replace("/", "_")
+        for plot in write_plots(
+            probs[set_name], sets[set_name][1], m.labels, metrics, report_dir, safe
+        ):
+            parts.append(f"![{plot.stem}]({plot.name})")
+    text = "\n".join(parts) + "\n"
+    (report_dir / "report.md").write_text(f"# Evaluation report\n\n{text}", encoding="utf-8")
+    (report_dir / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return text
