@@ -248,19 +248,19 @@ def build_corpus(
     products: list[tuple[str, dict[str, Any]]] = []
     for path in sorted((source_dir / "fragments").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        for product in data.get("products", []):
+        for n, product in enumerate(data.get("products", []), start=1):
             taxonomy.check_labels(product.get("labels", []), where=f"{path.name}")
-            products.append((path.stem, product))
+            products.append((f"{path.stem}-g-{n:03d}", product))
     written_types = Counter(_group_key(r) for r in written)
     rng = random.Random(seed)
     generated: list[dict[str, Any]] = []
     budget = int(len(written) * GENERATED_CAP / (1 - GENERATED_CAP))
-    for area, product in products:
+    for area, product in products:  # area: '<file>-g-<product number>'
         if written_types[_group_key(product)] == 0:
             continue  # generated rows are never the only source of a product type
         rows = generate_rows(product, per_product, rng)
         for i, row in enumerate(rows):
-            row["id"] = f"{area}-g-{_short_hash(product['product_type'])}-{i + 1}"
+            row["id"] = f"{area}-{i + 1}"
         generated.extend(rows)
     if len(generated) > budget:
         rng.shuffle(generated)
