@@ -28,7 +28,7 @@ data_app = typer.Typer(
 registry_app = typer.Typer(help="MLflow model registry: list and promote.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 TaxonomyOpt = Annotated[
     Path | None, typer.Option(help="taxonomy YAML (default data/taxonomy.yaml)")

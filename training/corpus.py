@@ -375,6 +375,8 @@ def validate_corpus(rows: list[dict[str, Any]], taxonomy: Taxonomy) -> list[Prob
     good: list[int] = []
     for n, row in enumerate(rows):
         where = row.get("_where") or f"row {n + 1}"
+        if isinstance(row.get("id"), str):
+            where += f" (id {row['id']})"
         bad = False
         for key, typ in REQUIRED.items():
             if not isinstance(row.get(key), typ):
@@ -392,7 +394,7 @@ def validate_corpus(rows: list[dict[str, Any]], taxonomy: Taxonomy) -> list[Prob
             )
             continue
         try:
-            taxonomy.check_labels(row["labels"], where=f"{where} (id {row['id']})")
+            taxonomy.check_labels(row["labels"], where=where)
         except TaxonomyError as exc:
             problems.append(Problem("label", str(exc)))
             continue

@@ -61,7 +61,7 @@ def test_smoke_run_is_registered_as_candidate(smoke_run, mlflow_store):
 
     client = MlflowClient(tracking_uri=mlflow_store)
     version = client.get_model_version_by_alias("dualscreen", "candidate")
-    assert version.version == smoke_run.registered_version
+    assert str(version.version) == smoke_run.registered_version
     run = client.get_run(version.run_id)
     assert "test.macro_f1" in run.data.metrics and "val_loss" in run.data.metrics
     assert run.data.params["model.kind"] == "transformer"

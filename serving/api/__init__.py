@@ -1,0 +1,1 @@
+"""The classification API: app factory, settings, auth, micro-batching, routes and errors."""

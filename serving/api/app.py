@@ -1,0 +1,160 @@
+"""The app factory: settings, keys, metrics, error envelope; the model loads in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.api.auth import KeyStore, load_keys_file, parse_env_keys
+from serving.api.batcher import MicroBatcher
+from serving.api.deps import AppState
+from serving.api.errors import envelope, install_error_handlers
+from serving.api.metrics import Metrics
+from serving.api.routes import router
+from serving.api.settings import Settings
+from serving.predictor import Predictor
+
+log = logging.getLogger("dualscreen.api")
+WARM_UP = "Warm-up listing: stainless steel kitchen scale, 5 kg, battery included"
+
+
+class BodyLimit:
+    """Answers 413 for request bodies over the limit, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+        too_big = False
+
+        async def limited() -> Message:
+            nonlocal seen, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_big = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(
+            413, f"request body over {self.limit} bytes", {"max_body_bytes": self.limit}
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _load_keys(settings: Settings) -> KeyStore:
+    keys = []
+    if settings.api_keys is not None:
+        keys += parse_env_keys(settings.api_keys.get_secret_value())
+    if settings.keys_file is not None:
+        keys += load_keys_file(settings.keys_file)
+    return KeyStore(keys)
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: defaults to `Settings()` from the environment.
+        predictor: a loaded predictor (tests); otherwise `settings.model` loads in the lifespan.
+    """
+    settings = settings or Settings()
+    state = AppState(settings=settings, metrics=Metrics(), keys=_load_keys(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("settings: %s", json.dumps(settings.redacted(), default=str))
+        if settings.mode == "development" and not state.keys.keys:
+            log.warning(
+                "DEVELOPMENT MODE: the API accepts requests WITHOUT an API key. "
+                "Never expose this process beyond localhost."
+            )
+        loaded = predictor
+        if loaded is None:
+            loaded = await asyncio.to_thread(
+                Predictor.load,
+                settings.model,
+                settings.backend,
+                settings.threads,
+                settings.batch_max_size,
+                settings.model_cache_dir,
+            )
+        state.predictor = loaded
+        batcher = MicroBatcher(
+            loaded.probabilities,
+            settings.batch_max_size,
+            settings.batch_max_wait_ms,
+            settings.queue_max_items,
+            on_batch=state.metrics.on_batch,
+        )
+        batcher.start()
+        state.batcher = batcher
+        await batcher.submit([WARM_UP])
+        state.ready = True
+        m = loaded.manifest
+        log.info(
+            "ready: %s %s (%s), taxonomy %s",
+            m.name,
+            m.version,
+            loaded.backend.name,
+            m.taxonomy_version,
+        )
+        try:
+            yield
+        finally:
+            state.ready = False
+            await batcher.stop()
+
+    app = FastAPI(
+        title="dualscreen",
+        version="1",
+        summary="Screen product listings for likely dual-use goods.",
+        description="A screening aid that routes uncertain items to people; "
+        "not a legal classification.",
+        lifespan=lifespan,
+    )
+    app.state.dualscreen = state
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(request: Any, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(path, str(response.status_code)).inc()
+        state.metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

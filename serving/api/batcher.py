@@ -1,0 +1,132 @@
+"""Micro-batching: concurrent requests are coalesced into model batches off the event loop.
+
+Requests put their texts on a bounded queue and await a future. One worker collects jobs until the
+batch is full or the oldest job has waited `max_wait_ms`, runs the model in a single worker thread
+(the backend sorts each batch by length, so padding stays small), and resolves the futures. When
+the queue holds `max_queue_items` texts, `submit` raises `QueueFull` at once (the API answers 429)
+instead of queueing forever. A job whose caller gave up (timeout) is skipped, not computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+Infer = Callable[[list[str]], NDArray[np.float64]]
+
+
+class QueueFull(Exception):
+    """The batching queue is at capacity."""
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    future: asyncio.Future[NDArray[np.float64]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Coalesces concurrent inference requests into batches."""
+
+    def __init__(
+        self,
+        infer: Infer,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue_items: int,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.infer = infer
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue_items = max_queue_items
+        self.on_batch = on_batch
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualscreen-model")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting for the model."""
+        return self._queued
+
+    def start(self) -> None:
+        """Start the worker on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the worker and fail anything still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("service shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, texts: list[str]) -> NDArray[np.float64]:
+        """Queue texts and wait for their calibrated probabilities."""
+        if self._queued + len(texts) > self.max_queue_items:
+            raise QueueFull
+        future: asyncio.Future[NDArray[np.float64]] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(texts, future))
+        self._queued += len(texts)
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._jobs:
+                oldest = self._jobs[0].enqueued
+                while self._queued < self.max_batch:
+                    left = self.max_wait - (time.perf_counter() - oldest)
+                    if left <= 0:
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=left)
+                    self._wakeup.clear()
+                batch: list[_Job] = []
+                count = 0
+                while self._jobs and (
+                    not batch or count + len(self._jobs[0].texts) <= self.max_batch
+                ):
+                    job = self._jobs.popleft()
+                    self._queued -= len(job.texts)
+                    if job.future.done():
+                        continue  # the caller timed out or went away
+                    batch.append(job)
+                    count += len(job.texts)
+                if not batch:
+                    continue
+                texts = [t for job in batch for t in job.texts]
+                try:
+                    probs = await loop.run_in_executor(self._executor, self.infer, texts)
+                except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(texts), self._queued)
+                start = 0
+                for job in batch:
+                    end = start + len(job.texts)
+                    if not job.future.done():
+                        job.future.set_result(probs[start:end])
+                    start = end

@@ -1,0 +1,278 @@
+"""Routes: health, readiness, info, metrics and classification."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+from numpy.typing import NDArray
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ConfigDict, Field, model_validator
+
+from serving.api.batcher import QueueFull
+from serving.api.deps import AppState, ClassifyKey, State
+from serving.api.errors import ApiError
+from serving.contract.decide import ItemDecision, decide
+from serving.contract.schemas import (
+    ClassifyResponse,
+    Item,
+    ItemResult,
+    LabelResult,
+    ModelInfo,
+    Term,
+)
+from serving.contract.text import BuiltText, build_text
+from serving.predictor import Predictor
+
+router = APIRouter()
+
+
+class ClassifyBody(Item):
+    """One item (its fields at the top level) or a batch (`items`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Item] | None = Field(default=None, description="a batch of items")
+
+    @model_validator(mode="after")
+    def _one_or_batch(self) -> ClassifyBody:
+        single = (
+            self.title
+            or self.description
+            or self.brand
+            or self.seller_category
+            or self.attributes
+            or self.id is not None
+        )
+        if self.items is not None and single:
+            raise ValueError("send either 'items' or one item's fields, not both")
+        return self
+
+
+@router.get("/health", summary="Process is alive.")
+async def health() -> dict[str, str]:
+    """Process is alive."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready", summary="Model loaded and warmed up.", responses={503: {"description": "not ready"}}
+)
+async def ready(state: State) -> dict[str, str]:
+    """Model loaded and warmed up."""
+    if not state.ready:
+        raise ApiError(503, "model not loaded yet")
+    return {"status": "ready"}
+
+
+def _predictor(state: AppState) -> Predictor:
+    if state.predictor is None or not state.ready:
+        raise ApiError(503, "model not loaded yet")
+    return state.predictor
+
+
+@router.get("/info", summary="Model, taxonomy, limits and backend.")
+async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
+    """Model, taxonomy, limits and backend."""
+    predictor = _predictor(state)
+    m = predictor.manifest
+    s = state.settings
+    weights = (
+        "model.skops"
+        if m.kind == "tfidf"
+        else (
+            "model.int8.onnx"
+            if predictor.backend.name == "onnx-int8"
+            else "model.onnx"
+            if predictor.backend.name == "onnx"
+            else "model.safetensors"
+        )
+    )
+    return {
+        "model": {
+            "name": m.name,
+            "version": m.version,
+            "kind": m.kind,
+            "sha256": m.files.get(weights),
+            "file": weights,
+            "base_model": m.base_model,
+            "git_revision": m.git_revision,
+            "created_at": m.created_at,
+        },
+        "taxonomy_version": m.taxonomy_version,
+        "labels": m.labels,
+        "backend": predictor.backend.name,
+        "limits": {
+            "max_items": s.max_items,
+            "max_body_bytes": s.max_body_bytes,
+            "max_text_chars": m.rules.max_chars,
+            "max_tokens": m.rules.max_tokens,
+            "request_timeout_s": s.request_timeout_s,
+            "queue_max_items": s.queue_max_items,
+        },
+        "batching": {"max_batch": s.batch_max_size, "max_wait_ms": s.batch_max_wait_ms},
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics.")
+async def metrics(state: State, _: ClassifyKey) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _has_surrogate(value: object) -> bool:
+    return isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value)
+
+
+def _build_items(items: list[Item], predictor: Predictor) -> list[BuiltText]:
+    built = []
+    problems = []
+    for i, item in enumerate(items):
+        if _has_surrogate(item.id):
+            problems.append(
+                {"field": f"items.{i}.id", "problem": "invalid unicode (a lone surrogate) in id"}
+            )
+            continue
+        b = build_text(
+            item.title,
+            item.description,
+            item.brand,
+            item.seller_category,
+            item.attributes,
+            max_chars=predictor.manifest.rules.max_chars,
+        )
+        if not b.text:
+            problems.append(
+                {
+                    "field": f"items.{i}.title",
+                    "problem": "missing text: title or description must hold words",
+                }
+            )
+        built.append(b)
+    if problems:
+        raise ApiError(422, f"{problems[0]['field']}: {problems[0]['problem']}", problems)
+    return built
+
+
+async def _infer(state: AppState, texts: list[str]) -> NDArray[np.float64]:
+    assert state.batcher is not None
+    try:
+        return await asyncio.wait_for(
+            state.batcher.submit(texts), timeout=state.settings.request_timeout_s
+        )
+    except QueueFull:
+        state.metrics.rejected.labels("queue_full").inc()
+        raise ApiError(
+            429,
+            "too many requests queued; retry shortly",
+            headers={"Retry-After": str(state.settings.retry_after_s)},
+        ) from None
+    except TimeoutError:
+        state.metrics.rejected.labels("timeout").inc()
+        raise ApiError(
+            503,
+            f"no answer within {state.settings.request_timeout_s} s; retry later",
+            headers={"Retry-After": str(state.settings.retry_after_s)},
+        ) from None
+
+
+async def _explain(
+    state: AppState, text: str, result: ItemDecision, labels: list[str]
+) -> dict[str, list[Term]]:
+    """Occlusion: drop each distinct word and measure how far each label's probability falls."""
+    words = text.split(" ")
+    distinct = list(dict.fromkeys(w for w in words if w.strip(" |:,.;")))
+    distinct = distinct[: state.settings.explain_max_words]
+    targets = [lb for lb in labels if result.label_decisions[lb] != "clear"]
+    if not targets or not distinct:
+        return {}
+    variants = [" ".join(w for w in words if w != drop) for drop in distinct]
+    probs = await _infer(state, variants)
+    out: dict[str, list[Term]] = {}
+    for label in targets:
+        j = labels.index(label)
+        base = result.probabilities[label]
+        drops = [(distinct[k], base - float(probs[k, j])) for k in range(len(distinct))]
+        drops = [d for d in drops if d[1] > 1e-4]
+        drops.sort(key=lambda d: -d[1])
+        out[label] = [Term(term=w, weight=round(v, 4)) for w, v in drops[:8]]
+    return out
+
+
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    summary="Classify one or more listings.",
+    responses={
+        401: {"description": "no or invalid key"},
+        403: {"description": "key lacks scope"},
+        413: {"description": "too many items"},
+        422: {"description": "invalid input"},
+        429: {"description": "saturated; retry"},
+        503: {"description": "not ready or timed out"},
+    },
+)
+async def classify(
+    body: ClassifyBody,
+    state: State,
+    _: ClassifyKey,
+    explain: Annotated[
+        bool, Query(description="add the words that drove each flagged or review label")
+    ] = False,
+) -> ClassifyResponse:
+    """Classify one or more listings."""
+    predictor = _predictor(state)
+    items = body.items if body.items is not None else [Item(**body.model_dump(exclude={"items"}))]
+    if not items:
+        raise ApiError(422, "items: must hold at least one item")
+    if len(items) > state.settings.max_items:
+        raise ApiError(
+            413,
+            f"{len(items)} items; at most {state.settings.max_items} per request",
+            {"max_items": state.settings.max_items},
+        )
+    built = _build_items(items, predictor)
+    texts = [b.text for b in built]
+    probs = await _infer(state, texts)
+    decisions = decide(probs, texts, predictor.manifest, [b.truncated for b in built])
+    taxonomy = predictor.taxonomy
+    labels = predictor.labels
+    results = []
+    for item, text, d in zip(items, texts, decisions, strict=True):
+        explanation = await _explain(state, text, d, labels) if explain else {}
+        state.metrics.items.labels(d.decision).inc()
+        label_results = []
+        for lb in labels:
+            decision = d.label_decisions[lb]
+            if decision != "clear":
+                state.metrics.label_decisions.labels(lb, decision).inc()
+            label_results.append(
+                LabelResult(
+                    label=lb,
+                    probability=round(d.probabilities[lb], 6),
+                    decision=decision,
+                    control_refs=taxonomy.category(lb).control_refs,
+                    explanation=explanation.get(lb) if explain and decision != "clear" else None,
+                )
+            )
+        results.append(
+            ItemResult(
+                id=item.id,
+                decision=d.decision,
+                risk=round(d.risk, 6),
+                labels=label_results,
+                reasons=d.reasons,
+            )
+        )
+    m = predictor.manifest
+    return ClassifyResponse(
+        items=results,
+        model=ModelInfo(
+            name=m.name,
+            version=m.version,
+            taxonomy_version=m.taxonomy_version,
+            backend=predictor.backend.name,
+        ),
+    )

@@ -1,0 +1,85 @@
+"""Request and response schemas of the classification API (shared with review and bulk output)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DecisionName = Literal["flag", "review", "clear"]
+
+
+class Item(BaseModel):
+    """One listing to classify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(default=None, description="echoed back unchanged")
+    title: str = Field(default="", description="listing title")
+    description: str = Field(default="", description="listing body")
+    brand: str = Field(default="", description="brand or manufacturer")
+    seller_category: str = Field(default="", description="the seller's category path")
+    attributes: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="key/value specifications folded into the text"
+    )
+
+
+class ClassifyRequest(BaseModel):
+    """A batch of listings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Item] = Field(min_length=1)
+
+
+class Term(BaseModel):
+    """A word of the input and how much removing it lowered the label's probability."""
+
+    term: str
+    weight: float
+
+
+class LabelResult(BaseModel):
+    """One label's calibrated probability, decision and control references."""
+
+    label: str
+    probability: float
+    decision: DecisionName
+    control_refs: list[str]
+    explanation: list[Term] | None = None
+
+
+class ItemResult(BaseModel):
+    """The decision for one listing."""
+
+    id: str | int | None
+    decision: DecisionName
+    risk: float
+    labels: list[LabelResult]
+    reasons: list[str]
+
+
+class ModelInfo(BaseModel):
+    """Which model answered."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    taxonomy_version: str
+    backend: str
+
+
+class ClassifyResponse(BaseModel):
+    """Results in request order, and the model that produced them."""
+
+    items: list[ItemResult]
+    model: ModelInfo
+
+
+class ErrorBody(BaseModel):
+    """The one error envelope of every failure."""
+
+    error: str
+    type: str
+    detail: object | None = None
