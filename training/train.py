@@ -306,8 +306,12 @@ def train_transformer(
                 if bad_epochs >= t.patience:
                     log.info("early stopping after epoch %d", epoch)
                     break
-            if (time.perf_counter() - started) / 60 > t.max_minutes:
-                log.warning("time budget of %.1f min reached; stopping", t.max_minutes)
+            elapsed = time.perf_counter() - started
+            if epoch < t.epochs and (elapsed + row["epoch_seconds"]) / 60 > t.max_minutes:
+                # another epoch would overrun the budget: stop with the best so far
+                log.warning("time budget of %.1f min would be exceeded; stopping", t.max_minutes)
+                if console is not None:
+                    console.print(f"  stopping: another epoch would pass {t.max_minutes} min")
                 break
     if best_state is not None:
         model.load_state_dict(best_state)

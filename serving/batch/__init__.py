@@ -1,0 +1,1 @@
+"""Bulk catalog scoring: streaming, resumable, nothing lost (local engine; Ray Data engine)."""

@@ -1,0 +1,378 @@
+"""Score a catalog file in chunks: streaming, in input order, resumable, nothing lost or doubled.
+
+Rows are read through the shared reader in chunks; each chunk is built into texts, scored
+(the backend length-buckets or fans items out), written in input order, and only then
+checkpointed: output offset, rejects offset, id-index offset, counters and the last input line.
+A killed run resumed with `--resume` cuts its files back to the checkpoint and continues after
+that line, so the final output is byte-identical to an uninterrupted run.
+
+Memory stays flat: one chunk of rows is held at a time; duplicate ids are found at the end from a
+file of 16-byte (id hash, line) records rather than an in-memory set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.batch.writers import open_writer, output_format
+from serving.contract.errors import InputError
+from serving.contract.readers import (
+    ColumnMapping,
+    RejectedRow,
+    Row,
+    detect_format,
+    read_records,
+)
+from serving.contract.text import build_text_from_record
+from serving.predictor import Predictor
+
+CHECKPOINT_VERSION = 1
+SCORE_COLUMNS = ("decision", "risk", "labels", "reasons", "model_version", "taxonomy_version")
+
+
+@dataclass
+class Summary:
+    """Counts of one scoring run (persisted in the checkpoint, so resumed runs report the same)."""
+
+    rows_read: int = 0
+    scored: int = 0
+    rejected: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: {"flag": 0, "review": 0, "clear": 0})
+    per_label: dict[str, dict[str, int]] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    duplicate_ids: int = 0
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+    review_share: float = 0.0
+    output: str = ""
+    rejects: str = ""
+    resumed: bool = False
+
+
+@dataclass
+class ScoreOptions:
+    """What to score and how."""
+
+    input: Path
+    output: Path
+    mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    input_format: str | None = None
+    output_format: str | None = None
+    chunk_size: int = 2048
+    resume: bool = False
+    overwrite: bool = False
+
+
+def rejects_path(output: Path) -> Path:
+    """`OUTPUT.rejects.jsonl`."""
+    return output.with_name(output.name + ".rejects.jsonl")
+
+
+def checkpoint_path(output: Path) -> Path:
+    """`OUTPUT.checkpoint.json`."""
+    return output.with_name(output.name + ".checkpoint.json")
+
+
+def _ids_path(output: Path) -> Path:
+    return output.with_name(output.name + ".ids.bin")
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and a hash of the first MiB: enough to notice a changed input on resume."""
+    stat = path.stat()
+    with open(path, "rb") as handle:
+        head = hashlib.sha256(handle.read(1 << 20)).hexdigest()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head}
+
+
+def count_rows(path: Path, fmt: str | None) -> int | None:
+    """Rows in the file for the progress bar (None when it would need decompressing)."""
+    kind, gz = detect_format(path, fmt)
+    if gz:
+        return None
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    lines = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 23), b""):
+            lines += block.count(b"\n")
+    return max(0, lines - (1 if kind in ("csv", "tsv") else 0))
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _chunks(results: Iterator[Row | RejectedRow], size: int) -> Iterator[list[Row | RejectedRow]]:
+    chunk: list[Row | RejectedRow] = []
+    for result in results:
+        chunk.append(result)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _id_hash(value: Any) -> int:
+    digest = hashlib.blake2b(str(value).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+class Scorer:
+    """Scores files with one loaded predictor (local, or a RayPredictor for the Ray engine)."""
+
+    def __init__(self, predictor: Predictor | Any, engine: str = "local") -> None:
+        self.predictor = predictor
+        self.engine = engine
+
+    def _options_key(self, opts: ScoreOptions) -> dict[str, Any]:
+        m = self.predictor.manifest
+        return {
+            "id_col": opts.mapping.id_col,
+            "text_cols": list(opts.mapping.text_cols),
+            "input_format": opts.input_format,
+            "output_format": opts.output_format,
+            "chunk_size": opts.chunk_size,
+            "model": m.name,
+            "model_version": m.version,
+            "backend": self.predictor.backend.name,
+        }
+
+    def score_file(
+        self, opts: ScoreOptions, progress: Callable[[int, int | None], None] | None = None
+    ) -> Summary:
+        """Score `opts.input` into `opts.output` (and `OUTPUT.rejects.jsonl`).
+
+        Args:
+            opts: input, output, column mapping, chunk size, resume/overwrite.
+            progress: called with (rows done, total rows or None) after every chunk.
+
+        Returns:
+            The run's summary.
+        """
+        started = time.perf_counter()
+        out_kind = output_format(opts.output, opts.output_format)
+        in_kind, _ = detect_format(opts.input, opts.input_format)
+        if not opts.input.exists():
+            raise InputError(f"{opts.input}: no such file")
+        ckpt_file = checkpoint_path(opts.output)
+        rej_file = rejects_path(opts.output)
+        ids_file = _ids_path(opts.output)
+        state: dict[str, Any] | None = None
+        if ckpt_file.exists():
+            if not (opts.resume or opts.overwrite):
+                raise InputError(
+                    f"{opts.output}: an unfinished run left {ckpt_file.name}; pass --resume to "
+                    "continue it or --overwrite to start again"
+                )
+            if opts.resume:
+                state = json.loads(ckpt_file.read_text(encoding="utf-8"))
+                self._check_resumable(state, opts)
+        elif opts.output.exists() and not (opts.overwrite or opts.resume):
+            raise InputError(f"{opts.output} exists; pass --overwrite to replace it")
+        summary = Summary(**state["summary"]) if state else Summary()
+        summary.resumed = state is not None
+        summary.output, summary.rejects = str(opts.output), str(rej_file)
+        columns: list[str] | None = state["columns"] if state else None
+        renamed: dict[str, str] = state["renamed"] if state else {}
+        last_line = state["last_line"] if state else 0
+        writer = open_writer(opts.output, out_kind, state["output_pos"] if state else None)
+        rejects = open(rej_file, "r+b" if state and rej_file.exists() else "wb")  # noqa: SIM115
+        ids = open(ids_file, "r+b" if state and ids_file.exists() else "wb")  # noqa: SIM115
+        if state:
+            rejects.truncate(state["rejects_pos"])
+            rejects.seek(state["rejects_pos"])
+            ids.truncate(state["ids_pos"])
+            ids.seek(state["ids_pos"])
+        total = count_rows(opts.input, opts.input_format)
+        elapsed_before = summary.seconds
+        labels = self.predictor.labels
+        for label in labels:
+            summary.per_label.setdefault(label, {"flag": 0, "review": 0})
+        try:
+            reader = read_records(
+                opts.input, fmt=opts.input_format, mapping=opts.mapping, start_after=last_line
+            )
+            for chunk in _chunks(reader, opts.chunk_size):
+                good = [r for r in chunk if isinstance(r, Row)]
+                if columns is None:
+                    columns, renamed = self._columns(good, in_kind, out_kind)
+                out_rows = self._score_rows(good, opts.mapping, columns, renamed, summary)
+                writer.write_chunk(out_rows, columns + self._score_columns(in_kind, out_kind))
+                for r in chunk:
+                    if isinstance(r, RejectedRow):
+                        record = {"line": r.line, "reason": r.reason, "raw": r.raw}
+                        rejects.write(
+                            (json.dumps(record, ensure_ascii=False) + "\n").encode(
+                                "utf-8", "replace"
+                            )
+                        )
+                        summary.rejected += 1
+                rejects.flush()
+                os.fsync(rejects.fileno())
+                pairs = np.array(
+                    [
+                        (_id_hash(r.data.get(opts.mapping.id_col)), r.line)
+                        for r in good
+                        if r.data.get(opts.mapping.id_col) not in (None, "")
+                    ],
+                    dtype=np.int64,
+                ).reshape(-1, 2)
+                ids.write(pairs.tobytes())
+                ids.flush()
+                os.fsync(ids.fileno())
+                summary.rows_read += len(chunk)
+                last_line = chunk[-1].line
+                summary.seconds = elapsed_before + time.perf_counter() - started
+                _atomic_json(
+                    ckpt_file,
+                    {
+                        "version": CHECKPOINT_VERSION,
+                        "input": str(opts.input),
+                        "fingerprint": fingerprint(opts.input),
+                        "options": self._options_key(opts),
+                        "last_line": last_line,
+                        "output_pos": writer.position(),
+                        "rejects_pos": rejects.tell(),
+                        "ids_pos": ids.tell(),
+                        "columns": columns,
+                        "renamed": renamed,
+                        "summary": asdict(summary),
+                    },
+                )
+                if progress is not None:
+                    progress(summary.rows_read, total)
+        except BaseException:
+            rejects.close()
+            ids.close()
+            raise
+        rejects.close()
+        ids.close()
+        if columns is None:  # empty input: still write an (empty) output with score columns
+            columns = []
+            writer.write_chunk([], list(self._score_columns(in_kind, out_kind)))
+        writer.finish()
+        self._find_duplicates(ids_file, summary, opts.mapping.id_col)
+        summary.seconds = elapsed_before + time.perf_counter() - started
+        summary.rows_per_second = (
+            round(summary.scored / summary.seconds, 1) if summary.seconds else 0.0
+        )
+        summary.review_share = (
+            round(summary.decisions["review"] / summary.scored, 4) if summary.scored else 0.0
+        )
+        ids_file.unlink(missing_ok=True)
+        ckpt_file.unlink(missing_ok=True)
+        return summary
+
+    def _check_resumable(self, state: dict[str, Any], opts: ScoreOptions) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise InputError(
+                "the checkpoint was written by another dualscreen version; use --overwrite"
+            )
+        if state["fingerprint"] != fingerprint(opts.input):
+            raise InputError(f"{opts.input} changed since the interrupted run; use --overwrite")
+        if state["options"] != self._options_key(opts):
+            raise InputError(
+                "options or model differ from the interrupted run: "
+                f"{state['options']}; use --overwrite or the same options"
+            )
+
+    def _columns(
+        self, good: list[Row], in_kind: str, out_kind: str
+    ) -> tuple[list[str], dict[str, str]]:
+        columns: list[str] = []
+        for row in good:
+            for key in row.data:
+                if key not in columns:
+                    columns.append(key)
+        reserved = (
+            set(SCORE_COLUMNS) | {f"p_{lb}" for lb in self.predictor.labels} | {"extra_fields"}
+        )
+        renamed = {c: f"input_{c}" for c in columns if c in reserved}
+        return [renamed.get(c, c) for c in columns], renamed
+
+    def _score_columns(self, in_kind: str, out_kind: str) -> list[str]:
+        extra = ["extra_fields"] if in_kind == "jsonl" and out_kind != "jsonl" else []
+        return (
+            extra
+            + ["decision", "risk"]
+            + [f"p_{lb}" for lb in self.predictor.labels]
+            + ["labels", "reasons", "model_version", "taxonomy_version"]
+        )
+
+    def _score_rows(
+        self,
+        good: list[Row],
+        mapping: ColumnMapping,
+        columns: list[str],
+        renamed: dict[str, str],
+        summary: Summary,
+    ) -> list[dict[str, Any]]:
+        if not good:
+            return []
+        m = self.predictor.manifest
+        built = [build_text_from_record(r.data, mapping.text_cols, m.rules.max_chars) for r in good]
+        results = self.predictor.predict_texts(
+            [b.text for b in built], [b.truncated for b in built]
+        )
+        known = set(columns)
+        out = []
+        for row, result in zip(good, results, strict=True):
+            record = {renamed.get(k, k): v for k, v in row.data.items()}
+            extra = {k: v for k, v in record.items() if k not in known}
+            if extra:
+                record = {k: v for k, v in record.items() if k in known}
+                record["extra_fields"] = extra
+            record["decision"] = result.decision
+            record["risk"] = round(result.risk, 6)
+            for label in self.predictor.labels:
+                record[f"p_{label}"] = round(result.probabilities[label], 6)
+                decision = result.label_decisions[label]
+                if decision != "clear":
+                    summary.per_label[label][decision] += 1
+            record["labels"] = "|".join(result.labels)
+            record["reasons"] = "|".join(result.reasons)
+            record["model_version"] = m.version
+            record["taxonomy_version"] = m.taxonomy_version
+            summary.decisions[result.decision] += 1
+            for reason in result.reasons:
+                summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
+            out.append(record)
+        summary.scored += len(good)
+        return out
+
+    @staticmethod
+    def _find_duplicates(ids_file: Path, summary: Summary, id_col: str) -> None:
+        if not ids_file.exists() or ids_file.stat().st_size == 0:
+            return
+        pairs = np.fromfile(ids_file, dtype=np.int64).reshape(-1, 2)
+        order = np.argsort(pairs[:, 0], kind="stable")
+        hashes = pairs[order, 0]
+        dup = np.zeros(len(hashes), dtype=bool)
+        dup[1:] = hashes[1:] == hashes[:-1]
+        summary.duplicate_ids = int(dup.sum())
+        lines = pairs[order, 1]
+        examples = []
+        for i in np.nonzero(dup)[0][:20]:
+            examples.append(
+                {"line": int(lines[i]), "first_line": int(lines[i - 1]), "column": id_col}
+            )
+        summary.duplicate_examples = examples

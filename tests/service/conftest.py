@@ -1,0 +1,83 @@
+"""Fixtures for the API: a real smoke artifact, an app per test, real HTTP through httpx."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from serving.api.app import create_app
+from serving.api.settings import Settings
+from serving.predictor import Predictor
+
+CLASSIFY_KEY = "test-classify-key-0123456789"
+REVIEW_KEY = "test-review-only-key-0123456789"
+HEADERS = {"X-API-Key": CLASSIFY_KEY}
+
+
+@pytest.fixture(scope="session")
+def predictor(smoke_model) -> Predictor:
+    return Predictor.load(smoke_model)
+
+
+@pytest.fixture()
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_settings(**kw) -> Settings:
+    base = {
+        "api_keys": f"{CLASSIFY_KEY}:classify+admin,{REVIEW_KEY}:review",
+        "model": "unused-when-a-predictor-is-given",
+    }
+    return Settings(**(base | kw))
+
+
+@contextlib.asynccontextmanager
+async def serve(predictor: Predictor, **settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(**settings), predictor=predictor)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", timeout=60
+        ) as client:
+            yield client
+
+
+@pytest.fixture()
+async def client(predictor) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(predictor) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_server(predictor):
+    """A real uvicorn server on 127.0.0.1 (random port) in a background thread."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(make_settings(), predictor=predictor)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("server did not become ready")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
