@@ -38,7 +38,7 @@ class ModelConfig(_Strict):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
-    tfidf_max_features: int = Field(default=200_000, ge=100)
+    tfidf_max_features: int = Field(default=2**18, ge=1024)
 
 
 class TrainConfig(_Strict):

@@ -356,6 +356,69 @@ def _package(
     return Packaged(folder, manifest, backend), info
 
 
+def choose_clear_below(
+    risk: NDArray[np.floating], positive: NDArray[np.bool_], max_share: float, ceiling: float
+) -> float:
+    """Highest first-stage risk cut that clears at most `max_share` of items with a label.
+
+    Args:
+        risk: first-stage calibrated risk (highest label probability) per item.
+        positive: items with any label.
+        max_share: most of the positives that may fall under the cut.
+        ceiling: the cut never exceeds this (the lowest review threshold).
+    """
+    pos = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(positive, dtype=bool)])
+    if pos.size == 0:
+        return 0.0
+    k = int(np.floor(max_share * pos.size))  # positives allowed strictly below the cut
+    cut = float(pos[k]) if k < pos.size else float(pos[-1])
+    return min(cut, ceiling)
+
+
+def attach_cascade(
+    main: Packaged,
+    base: Packaged,
+    val: Split,
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+    max_share: float = 0.005,
+) -> dict[str, Any]:
+    """Add the TF-IDF model as the cascade's first stage of the transformer artifact.
+
+    Returns:
+        Evaluation figures of the cascade on every evaluation set.
+    """
+    from serving.backends.cascade import CascadeBackend
+    from serving.contract.artifact import CascadeStage
+
+    labels = main.manifest.labels
+    shutil.copyfile(base.folder / "model.skops", main.folder / "cascade.skops")
+    p1 = apply_calibration(base.backend.logits(val.texts), base.manifest.calibration, labels)
+    positive = np.asarray(val.y.any(axis=1), dtype=bool)
+    ceiling = min(t.review for t in main.manifest.thresholds.values())
+    cut = choose_clear_below(p1.max(axis=1), positive, max_share, ceiling)
+    cleared = p1.max(axis=1) < cut
+    stage = CascadeStage(
+        clear_below=cut,
+        model_file="cascade.skops",
+        a=dict(base.manifest.calibration.a),
+        b=dict(base.manifest.calibration.b),
+        max_clear_share_labelled=max_share,
+        validation={
+            "cleared_share": round(float(cleared.mean()), 4),
+            "cleared_share_labelled": round(float(cleared[positive].mean()), 4)
+            if positive.any()
+            else 0.0,
+        },
+    )
+    main.manifest = main.manifest.model_copy(update={"cascade": stage})
+    cascade = CascadeBackend(main.folder, main.manifest)
+    metrics, _ = _evaluate_sets(cascade, main.manifest, sets)
+    for name, (texts, _, _) in sets.items():
+        routed, _ = cascade.route(texts)
+        metrics[name]["cascade_cleared_share"] = round(float(routed.mean()), 4)
+    return metrics
+
+
 def _eval_inputs(
     splits: dict[str, Split], taxonomy: Taxonomy, cfg: Config, with_realworld: bool
 ) -> dict[str, tuple[list[str], NDArray[np.int64], list[str]]]:
@@ -474,6 +537,10 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
             bmetrics, _ = _evaluate_sets(base.backend, base.manifest, sets)
             for s, m in bmetrics.items():
                 results[s]["tfidf"] = m
+            if cfg.model.kind == "transformer" and cfg.track.export_onnx:
+                cascade_metrics = attach_cascade(main, base, splits["val"], sets)
+                for s, m in cascade_metrics.items():
+                    results[s]["cascade"] = m
             _finish_artifact(base, binfo, bmetrics, "", bfinal)
             baseline_folder = bfinal
         report_md = _write_report(report_dir, main, info, results, probs, sets)

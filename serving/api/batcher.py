@@ -55,6 +55,11 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualscreen-model")
         self._task: asyncio.Task[None] | None = None
+        self._last_batch: tuple[float, int] = (0.0, 0)
+
+    def _busy_recently(self) -> bool:
+        """True when the last batch held more than one text: there is concurrent traffic."""
+        return self._last_batch[1] > 1
 
     @property
     def depth(self) -> int:
@@ -93,8 +98,12 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._jobs:
+                # Let requests that arrived in the same tick join, then wait at most max_wait
+                # for more only while the batch is small; at low load a lone request goes at
+                # once, under load requests pile up while the model runs and go together.
+                await asyncio.sleep(0)
                 oldest = self._jobs[0].enqueued
-                while self._queued < self.max_batch:
+                while self._queued < self.max_batch and self._busy_recently():
                     left = self.max_wait - (time.perf_counter() - oldest)
                     if left <= 0:
                         break
@@ -122,6 +131,7 @@ class MicroBatcher:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
+                self._last_batch = (time.perf_counter(), len(texts))
                 if self.on_batch is not None:
                     self.on_batch(len(texts), self._queued)
                 start = 0

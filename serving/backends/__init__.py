@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from serving.contract.artifact import Manifest
 from serving.contract.errors import ArtifactError
 
-BACKENDS = ("onnx-int8", "onnx", "torch", "tfidf")
+BACKENDS = ("onnx-int8", "onnx", "torch", "tfidf", "cascade")
 
 
 class Backend(Protocol):
@@ -55,6 +55,10 @@ def load_backend(
 
         file = "model.int8.onnx" if name == "onnx-int8" else "model.onnx"
         return OnnxBackend(folder, manifest, file, threads=threads, batch_size=batch_size)
+    if name == "cascade":
+        from serving.backends.cascade import CascadeBackend
+
+        return CascadeBackend(folder, manifest, threads=threads, batch_size=batch_size)
     if name == "torch":
         from serving.backends.torch import TorchBackend
 

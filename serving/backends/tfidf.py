@@ -30,10 +30,10 @@ class TfidfBackend:
 
     name = "tfidf"
 
-    def __init__(self, folder: Path, manifest: Manifest) -> None:
-        path = folder / "model.skops"
+    def __init__(self, folder: Path, manifest: Manifest, file: str = "model.skops") -> None:
+        path = folder / file
         if not path.exists():
-            raise ArtifactError(f"{folder}: the artifact has no model.skops")
+            raise ArtifactError(f"{folder}: the artifact has no {file}")
         self.pipeline = load_skops(path)
         self.n_labels = len(manifest.labels)
 

@@ -34,6 +34,8 @@ class TorchBackend:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True
         )
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device)
         self.model.eval()
 
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
@@ -48,8 +50,9 @@ class TorchBackend:
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             with self.torch.inference_mode():
                 out = self.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
                 )
-            return np.asarray(out.logits.float().numpy(), dtype=np.float32)
+            return np.asarray(out.logits.float().cpu().numpy(), dtype=np.float32)
 
         return run_sorted(lengths, self.batch_size, self.n_labels, infer)

@@ -73,6 +73,10 @@ class CascadeStage(BaseModel):
 
     clear_below: float
     model_file: str
+    a: dict[str, float]
+    b: dict[str, float]
+    max_clear_share_labelled: float = 0.005
+    validation: dict[str, float] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):

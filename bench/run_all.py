@@ -1,0 +1,236 @@
+"""`make bench`: every method on the same texts, limits measured in the same run, one table.
+
+Writes bench/results.md (and bench/results.json). Each method runs in its own process (its own
+peak memory), 3 timed passes (median, min, max). Quality is macro F1 and any-label recall of the
+method's decisions on the labelled texts (real-world files when present, plus the corpus test
+split). Also: the API load figures (bench/api_load.py), the bulk scorer's profile split, and the
+default model's training throughput.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import csv
+import json
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from common import ROOT
+from limits import fp32_gemm_gflops, int8_gemm_gops, minilm_flops
+from methods import METHODS, labelled_texts
+
+BENCH = ROOT / "bench"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def quality(probs: np.ndarray, y: np.ndarray, texts: list[str], model: str) -> dict[str, float]:
+    from serving.contract.artifact import read_manifest
+    from training.evaluate import compute_metrics
+
+    m = compute_metrics(probs, y, texts, read_manifest(model))
+    return {
+        "macro_f1": m["macro_f1"],
+        "any_label_recall": m["any_label"]["recall"],
+        "review_rate": m["review_rate"],
+    }
+
+
+def profile_bulk(model: Path, rows: list[dict[str, str]]) -> dict[str, float]:
+    from serving.batch.score import ScoreOptions, Scorer
+    from serving.predictor import Predictor
+
+    work = Path(tempfile.mkdtemp(prefix="dsbench-"))
+    src = work / "in.csv"
+    with open(src, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", *rows[0]])
+        writer.writeheader()
+        for i, r in enumerate(rows):
+            writer.writerow({"id": f"r{i}", **r})
+    scorer = Scorer(Predictor.load(model))
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.runcall(scorer.score_file, ScoreOptions(src, work / "out.csv"))
+    total = time.perf_counter() - started
+    stats = pstats.Stats(profiler)
+    buckets = {
+        "reading": 0.0,
+        "text building": 0.0,
+        "tokenisation": 0.0,
+        "inference": 0.0,
+        "writing": 0.0,
+    }
+    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "readers.py" in filename or name in ("reader", "_csv.reader") or "csv" in name:
+            buckets["reading"] += tottime
+        elif "text.py" in filename or "unicodedata" in name:
+            buckets["text building"] += tottime
+        elif "encode_batch" in name or "tokenizers" in filename:
+            buckets["tokenisation"] += tottime
+        elif name == "run" and "onnxruntime" in filename or "session" in name:
+            buckets["inference"] += tottime
+        elif "writers.py" in filename or "fsync" in name or name == "write":
+            buckets["writing"] += tottime
+    buckets["other (decisions, checkpoints, Python)"] = max(0.0, total - sum(buckets.values()))
+    return {k: round(100 * v / total, 1) for k, v in buckets.items()} | {
+        "rows": len(rows),
+        "seconds": round(total, 1),
+    }
+
+
+def main() -> None:
+    model = ROOT / "models" / "dualscreen"
+    texts, y, _ = labelled_texts(None)
+    results = {}
+    for method in METHODS:
+        out = Path(tempfile.mktemp(suffix=".json"))
+        print(f"benchmarking {method} ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, str(BENCH / "methods.py"), "--method", method, "--out", str(out)],
+            check=True,
+            cwd=ROOT,
+        )
+        results[method] = json.loads(out.read_text())
+        out.unlink()
+    from serving.predictor import Predictor
+
+    predictor = Predictor.load(model)
+    ids = predictor.backend.encode(texts)  # type: ignore[attr-defined]
+    mean_tokens = float(np.mean([len(i) for i in ids]))
+    flops = minilm_flops(mean_tokens)
+    fp32 = fp32_gemm_gflops()
+    int8 = int8_gemm_gops()
+    limits = {"fp32": fp32 * 1e9 / flops, "int8": int8 * 1e9 / flops}
+    naive = results["naive"]["items_per_s"]
+    rows = []
+    for method, r in results.items():
+        limit_kind = "int8" if method in ("onnx-int8", "cascade") else "fp32"
+        q = quality(np.array(r["probs"]), y, texts, r["manifest"]) if "probs" in r else {}
+        rows.append(
+            {
+                "method": method,
+                "items_per_s": round(r["items_per_s"], 1),
+                "min": round(r["min"], 1),
+                "max": round(r["max"], 1),
+                "x_naive": round(r["items_per_s"] / naive, 2),
+                "pct_limit": None
+                if method == "tfidf"
+                else round(100 * r["items_per_s"] / limits[limit_kind], 1),
+                "limit": limit_kind,
+                "peak_rss_mb": round(r.get("peak_rss_mb", 0), 0),
+                **q,
+            }
+        )
+    api = subprocess.run(
+        [sys.executable, str(BENCH / "api_load.py")], capture_output=True, text=True, cwd=ROOT
+    )
+    api_figures = json.loads(api.stdout) if api.returncode == 0 else {"error": api.stderr[-500:]}
+    from serving.contract.artifact import read_manifest
+
+    training = read_manifest(model).metrics.get("training", {})
+    train_rate = training.get("train_items_per_second")
+    train_pct = round(100 * train_rate * 3 * flops / (fp32 * 1e9), 1) if train_rate else None
+    profile_rows = [
+        {k: r[k] for k in ("title", "description", "brand", "seller_category")}
+        for r in (
+            json.loads(line)
+            for line in (ROOT / "data/corpus/corpus.jsonl").read_text().splitlines()
+        )
+    ][:3000]
+    split = profile_bulk(model, profile_rows)
+    versions = {
+        p: metadata.version(p)
+        for p in ("torch", "transformers", "onnxruntime", "numpy", "scikit-learn")
+    }
+    payload = {
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            **versions,
+        },
+        "texts": len(texts),
+        "mean_tokens": round(mean_tokens, 1),
+        "gemm": {"fp32_gflops": round(fp32, 1), "int8_gops": round(int8, 1)},
+        "limits_items_per_s": {k: round(v, 1) for k, v in limits.items()},
+        "methods": rows,
+        "api": api_figures,
+        "profile_split_pct": split,
+        "training": {
+            "items_per_s": train_rate,
+            "pct_fp32_limit": train_pct,
+            "seconds": training.get("train_seconds"),
+        },
+    }
+    (BENCH / "results.json").write_text(json.dumps(payload, indent=2))
+    (BENCH / "results.md").write_text(render(payload))
+    print(render(payload))
+
+
+def render(p: dict) -> str:
+    m = p["machine"]
+    lines = [
+        f"# Benchmark results ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch "
+        f"{m['torch']}, transformers {m['transformers']}, onnxruntime {m['onnxruntime']}, "
+        f"numpy {m['numpy']}, scikit-learn {m['scikit-learn']}.",
+        "",
+        f"{p['texts']} labelled texts (real-world files when present + corpus test split), "
+        f"mean {p['mean_tokens']} tokens. Measured GEMM: fp32 {p['gemm']['fp32_gflops']} "
+        f"GFLOP/s, int8 {p['gemm']['int8_gops']} GOP/s; limits at the mean length: fp32 "
+        f"{p['limits_items_per_s']['fp32']} items/s, int8 {p['limits_items_per_s']['int8']}"
+        " items/s.",
+        "",
+        "| method | items/s (median) | min-max | x naive | % of limit | peak RSS MB | "
+        "macro F1 | any-label recall | review rate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in p["methods"]:
+        pct = "n/a" if r["pct_limit"] is None else f"{r['pct_limit']} ({r['limit']})"
+        lines.append(
+            f"| {r['method']} | {r['items_per_s']} | {r['min']}-{r['max']} | "
+            f"{r['x_naive']} | {pct} | {r['peak_rss_mb']:.0f} | "
+            f"{r.get('macro_f1', 'n/a')} | {r.get('any_label_recall', 'n/a')} | "
+            f"{r.get('review_rate', 'n/a')} |"
+        )
+    lines += [
+        "",
+        'naive = transformers `pipeline("text-classification")` over single items '
+        "(torch fp32; its quality equals the torch row).",
+        "",
+        "## API (bench/api_load.py)",
+        "",
+        "```json",
+        json.dumps(p["api"], indent=2),
+        "```",
+        "",
+        "## Bulk scorer profile (share of wall time)",
+        "",
+        "```json",
+        json.dumps(p["profile_split_pct"], indent=2),
+        "```",
+        "",
+        "## Training",
+        "",
+        f"Default run: {p['training']['items_per_s']} items/s (forward + backward), "
+        f"{p['training']['pct_fp32_limit']} % of the fp32 limit (3x forward FLOPs), "
+        f"{p['training']['seconds']} s of training.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Cascade backend: a cheap TF-IDF first stage clears items far below the review band; only the
+rest reach the transformer.
+
+The first stage's calibrated risk (highest probability over labels) is compared with
+`manifest.cascade.clear_below`, chosen on validation so that at most 0.5 % of items with a label
+fall under it, and never above the lowest review threshold, so a cleared item is `clear` under the
+transformer's own thresholds too. Cleared items get the first stage's calibrated probabilities,
+returned as the logits that the manifest's calibration maps onto them; forwarded items get the
+transformer's logits unchanged, so their results equal the transformer alone. Items too vague to
+judge are always forwarded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.backends.onnx import OnnxBackend
+from serving.backends.tfidf import TfidfBackend
+from serving.contract.artifact import Manifest
+from serving.contract.decide import is_insufficient, sigmoid
+from serving.contract.errors import ArtifactError
+
+
+class CascadeBackend:
+    """TF-IDF first stage, int8 transformer second stage."""
+
+    name = "cascade"
+
+    def __init__(
+        self, folder: Path, manifest: Manifest, threads: int = 0, batch_size: int = 64
+    ) -> None:
+        if manifest.cascade is None:
+            raise ArtifactError(f"{folder}: this model has no cascade first stage")
+        self.manifest = manifest
+        self.stage = manifest.cascade
+        self.first = TfidfBackend(folder, manifest, file=self.stage.model_file)
+        self.second = OnnxBackend(
+            folder, manifest, "model.int8.onnx", threads=threads, batch_size=batch_size
+        )
+        self.a1 = np.array([self.stage.a[lb] for lb in manifest.labels])
+        self.b1 = np.array([self.stage.b[lb] for lb in manifest.labels])
+        self.a2 = np.array([manifest.calibration.a[lb] for lb in manifest.labels])
+        self.b2 = np.array([manifest.calibration.b[lb] for lb in manifest.labels])
+        self.forwarded = 0
+        self.cleared = 0
+
+    def route(self, texts: list[str]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """Which texts the first stage clears, and its calibrated probabilities."""
+        p1 = sigmoid(self.first.logits(texts) * self.a1 + self.b1)
+        vague = np.array(
+            [is_insufficient(t, self.manifest.rules.min_words) for t in texts], dtype=bool
+        )
+        cleared = np.asarray((p1.max(axis=1) < self.stage.clear_below) & ~vague, dtype=bool)
+        return cleared, p1
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Transformer logits for forwarded texts; first-stage probabilities as logits otherwise."""
+        if not texts:
+            return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
+        cleared, p1 = self.route(texts)
+        out = np.zeros((len(texts), len(self.manifest.labels)), dtype=np.float32)
+        p = np.clip(p1[cleared], 1e-7, 1 - 1e-7)
+        out[cleared] = ((np.log(p / (1 - p)) - self.b2) / self.a2).astype(np.float32)
+        forward = np.nonzero(~cleared)[0]
+        if forward.size:
+            out[forward] = self.second.logits([texts[i] for i in forward])
+        self.cleared += int(cleared.sum())
+        self.forwarded += int(forward.size)
+        return out
