@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from serving.review.store import ReviewStore
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -59,11 +62,23 @@ def serve(
                 highlight=False,
             )
         overrides["keys_file"] = keys_file
+    if (
+        first_run
+        and not os.environ.get("DUALSCREEN_SESSION_SECRET")
+        and not os.environ.get("DUALSCREEN_SESSION_SECRET_FILE")
+    ):
+        from serving.review.security import ensure_secret_file
+
+        secret_file = Path("var") / "session_secret"
+        ensure_secret_file(secret_file)
+        overrides["session_secret_file"] = secret_file
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         console.print(f"[red]error:[/red] {exc.errors()[0]['msg']}", highlight=False)
         raise typer.Exit(2) from None
+    if first_run:
+        _first_admin(settings.database_url.get_secret_value() if settings.database_url else None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -95,6 +110,13 @@ def score(
         str | None, typer.Option(help="Ray cluster address (ray engine)")
     ] = None,
     ray_actors: Annotated[int | None, typer.Option(help="actors in the pool (ray engine)")] = None,
+    enqueue_review: Annotated[
+        bool, typer.Option(help="put items decided 'review' in the review queue (idempotent)")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="review store for --enqueue-review (default DUALSCREEN_DATABASE_URL)"),
+    ] = None,
     json_summary: Annotated[
         bool, typer.Option(help="print the summary as one JSON object")
     ] = False,
@@ -135,6 +157,28 @@ def score(
         resume=resume,
         overwrite=overwrite,
     )
+    store = None
+    if enqueue_review:
+        from serving.review.db import resolve_url
+        from serving.review.queue import enqueue_predictions
+        from serving.review.store import ReviewStore
+
+        store = ReviewStore.open(resolve_url(database_url))
+        m = predictor.manifest
+        flags = {lb: m.thresholds[lb].flag for lb in m.labels}
+
+        def enqueue(items: list[dict[str, object]]) -> int:
+            return enqueue_predictions(
+                store,
+                items,
+                m.name,
+                m.version,
+                m.taxonomy_version,
+                f"score:{input.name}",
+                flag_thresholds=flags,
+            )
+
+        opts.enqueue = enqueue
     bar = Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -159,14 +203,20 @@ def score(
 
     with bar:
         task = bar.add_task("score", total=None, rate=0.0)
-        summary = Scorer(scorer_predictor, engine).score_file(opts, progress)
+        try:
+            summary = Scorer(scorer_predictor, engine).score_file(opts, progress)
+        finally:
+            if store is not None:
+                store.dispose()
     data = {k: v for k, v in summary.__dict__.items()}
     if json_summary:
         sys.stdout.write(json.dumps(data) + "\n")
         return
     console.print(
         f"rows read {summary.rows_read:,}, scored {summary.scored:,}, rejected "
-        f"{summary.rejected:,} (see {summary.rejects}), duplicate ids {summary.duplicate_ids:,}\n"
+        f"{summary.rejected:,} (see {summary.rejects}), duplicate ids {summary.duplicate_ids:,}"
+        + (f", queued for review {summary.enqueued:,}" if enqueue_review else "")
+        + "\n"
         f"decisions: {summary.decisions}; review share {summary.review_share:.2%}\n"
         f"per label (flag/review): "
         + ", ".join(f"{k} {v['flag']}/{v['review']}" for k, v in summary.per_label.items())
@@ -177,7 +227,255 @@ def score(
     )
 
 
+def _first_admin(url: str | None) -> None:
+    """Migrate the review store and create user `admin` if it has no users (password shown once)."""
+    from serving.review.db import resolve_url
+    from serving.review.store import ReviewStore
+    from serving.review.users import ensure_first_admin
+
+    store = ReviewStore.open(resolve_url(url))
+    try:
+        with store.transaction() as session:
+            created, generated = ensure_first_admin(
+                session, os.environ.get("DUALSCREEN_ADMIN_PASSWORD") or None
+            )
+    finally:
+        store.dispose()
+    if created and generated:
+        console.print(
+            "[bold]Created review user 'admin' (password shown once):[/bold]\n"
+            f"  {generated}\nLog in at /review; add reviewers with "
+            "`dualscreen review create-user NAME --role reviewer`.",
+            highlight=False,
+        )
+    elif created:
+        console.print(
+            "Created review user 'admin' with the password in DUALSCREEN_ADMIN_PASSWORD.",
+            highlight=False,
+        )
+
+
+review_app = typer.Typer(
+    help="The review queue: migrate its database, import, export, add users.",
+    no_args_is_help=True,
+)
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="review store URL (default: DUALSCREEN_DATABASE_URL or sqlite file var/review.db)",
+    ),
+]
+
+
+def _open_store(url: str | None) -> ReviewStore:
+    from serving.contract.errors import DualscreenError
+    from serving.review.db import resolve_url
+    from serving.review.store import ReviewStore
+
+    try:
+        return ReviewStore.open(resolve_url(url))
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@review_app.command("migrate")
+def review_migrate(
+    database_url: DatabaseOpt = None,
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="downgrade to REVISION instead")] = False,
+) -> None:
+    """Upgrade (or downgrade) the review database schema."""
+    from serving.review import db
+
+    engine = db.make_engine(db.resolve_url(database_url))
+    try:
+        if down:
+            db.downgrade(engine, "base" if revision == "head" else revision)
+        else:
+            db.migrate(engine, revision)
+        current = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    console.print(f"review database at revision {current or 'base (empty)'}", highlight=False)
+
+
+@review_app.command("import")
+def review_import(
+    file: Annotated[Path, typer.Argument(help="listings: .csv .tsv .jsonl .parquet (.gz)")],
+    model: Annotated[str, typer.Option(help="model folder or MLflow URI")] = "models/dualscreen",
+    database_url: DatabaseOpt = None,
+    id_col: Annotated[str, typer.Option(help="id column")] = "id",
+    text_cols: Annotated[
+        str, typer.Option(help="comma-separated text columns")
+    ] = "title,description,brand,seller_category",
+    source: Annotated[str | None, typer.Option(help="source name (default import:FILE)")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="input format if not by extension")
+    ] = None,
+    only_uncertain: Annotated[
+        bool, typer.Option(help="queue only rows the model flags or sends to review")
+    ] = False,
+    double_review_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of new items for two reviewers")
+    ] = 0.0,
+    chunk: Annotated[int, typer.Option(min=1, help="rows scored per batch")] = 512,
+) -> None:
+    """Score a file with the model and put its rows in the review queue (idempotent)."""
+    from serving.contract.errors import DualscreenError
+    from serving.contract.readers import ColumnMapping, RejectedRow, read_records
+    from serving.predictor import Predictor
+    from serving.review.queue import enqueue_predictions
+    from serving.review.web import scored_items
+
+    try:
+        predictor = Predictor.load(model)
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    store = _open_store(database_url)
+    m = predictor.manifest
+    cols = tuple(c.strip() for c in text_cols.split(",") if c.strip())
+    name = source or f"import:{file.name}"
+    thresholds = {lb: t.flag for lb, t in m.thresholds.items()}
+    counts = {"read": 0, "rejected": 0, "skipped_clear": 0, "queued": 0}
+    batch: list[dict[str, object]] = []
+
+    def flush() -> None:
+        scored = scored_items(predictor, batch)
+        if only_uncertain:
+            keep = [s for s in scored if s["decision"] != "clear"]
+            counts["skipped_clear"] += len(scored) - len(keep)
+            scored = keep
+        counts["queued"] += enqueue_predictions(
+            store,
+            scored,
+            m.name,
+            m.version,
+            m.taxonomy_version,
+            name,
+            flag_thresholds=thresholds,
+            double_review_share=double_review_share,
+            actor="cli:import",
+        )
+        batch.clear()
+
+    try:
+        for result in read_records(file, fmt, ColumnMapping(id_col, cols, None)):
+            if isinstance(result, RejectedRow):
+                counts["rejected"] += 1
+                continue
+            counts["read"] += 1
+            data = result.data
+            row: dict[str, object] = {"id": data.get(id_col)}
+            extra: dict[str, object] = {}
+            # The same roles as build_text_from_record: listing fields keep theirs, the first
+            # column stands in for a missing title, other columns fold in as "column: value".
+            for i, col in enumerate(cols):
+                value = data.get(col)
+                if col in ("title", "description", "brand", "seller_category"):
+                    row[col] = value or ""
+                elif i == 0 and "title" not in cols:
+                    row["title"] = value or ""
+                elif value not in (None, ""):
+                    extra[col] = value
+            row["attributes"] = extra
+            batch.append(row)
+            if len(batch) >= chunk:
+                flush()
+        if batch:
+            flush()
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+    console.print(
+        f"read {counts['read']:,} rows ({counts['rejected']:,} rejected); queued "
+        f"{counts['queued']:,} new; {counts['skipped_clear']:,} clear rows left out; "
+        f"model {m.name} {m.version}; source {name}",
+        highlight=False,
+    )
+
+
+@review_app.command("export")
+def review_export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="labelled .jsonl or .csv")],
+    audit_csv: Annotated[Path | None, typer.Option(help="also write the audit log as CSV")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Write decided reviews in the corpus schema (train with --set data.extra=[FILE])."""
+    from serving.contract.errors import DualscreenError
+    from serving.review.export import export_audit_csv, export_reviews
+
+    store = _open_store(database_url)
+    try:
+        with store.session() as session:
+            summary = export_reviews(session, output)
+            audit_rows = export_audit_csv(session, audit_csv) if audit_csv else None
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+    console.print(
+        f"wrote {summary.rows:,} reviewed rows to {summary.path} "
+        f"({summary.needs_info:,} needs-info and {summary.undecided:,} undecided left out)"
+        + (f"; {audit_rows:,} audit events to {audit_csv}" if audit_csv else ""),
+        highlight=False,
+    )
+
+
+@review_app.command("create-user")
+def review_create_user(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="reviewer | admin")] = "reviewer",
+    password_stdin: Annotated[
+        bool, typer.Option(help="read the password from stdin instead of generating one")
+    ] = False,
+    api_key: Annotated[
+        bool, typer.Option(help="also create an API key for the JSON endpoints (shown once)")
+    ] = False,
+    no_password: Annotated[bool, typer.Option(help="API key only, no web log-in")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Add a review user; a generated password or key is printed once and stored hashed."""
+    import sys
+
+    from serving.contract.errors import DualscreenError
+    from serving.review.security import new_api_key, new_password
+    from serving.review.users import create_user
+
+    if no_password and not api_key:
+        console.print("[red]error:[/red] --no-password needs --api-key", highlight=False)
+        raise typer.Exit(2)
+    password: str | None = None
+    generated = False
+    if not no_password:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password, generated = new_password(), True
+    key = new_api_key() if api_key else None
+    store = _open_store(database_url)
+    try:
+        with store.transaction() as session:
+            create_user(session, name, role, password=password, api_key=key, actor="cli")
+    except DualscreenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+    console.print(f"created {role} {name!r}", highlight=False)
+    if generated:
+        console.print(f"  password (shown once): {password}", highlight=False)
+    if key:
+        console.print(f"  API key (shown once): {key}", highlight=False)
+
+
 def register_serving_commands(app: typer.Typer) -> None:
     """Add the serving commands to the top-level app."""
     app.command("serve")(serve)
     app.command("score")(score)
+    app.add_typer(review_app, name="review")

@@ -179,6 +179,12 @@ def load_data(cfg: Config, taxonomy: Taxonomy) -> tuple[dict[str, Split], dict[s
         for s in ("val", "test")
         for r in by_split[s]
     }
+    labels = taxonomy.labels
+    seed = cfg.train.seed
+    # Slice the corpus first, so every reviewed row counted below really enters training.
+    by_split["train"] = _slice(by_split["train"], cfg.data.max_train_rows, labels, seed)
+    by_split["val"] = _slice(by_split["val"], cfg.data.max_eval_rows, labels, seed)
+    by_split["test"] = _slice(by_split["test"], cfg.data.max_eval_rows, labels, seed)
     extra_used = 0
     for extra in cfg.data.extra:
         extra_rows, bad = read_labelled_rows(_resolve(extra), taxonomy)
@@ -196,11 +202,6 @@ def load_data(cfg: Config, taxonomy: Taxonomy) -> tuple[dict[str, Split], dict[s
             r["split"] = "train"
             by_split["train"].append(r)
             extra_used += 1
-    labels = taxonomy.labels
-    seed = cfg.train.seed
-    by_split["train"] = _slice(by_split["train"], cfg.data.max_train_rows, labels, seed)
-    by_split["val"] = _slice(by_split["val"], cfg.data.max_eval_rows, labels, seed)
-    by_split["test"] = _slice(by_split["test"], cfg.data.max_eval_rows, labels, seed)
     splits = {s: _to_split(r, labels, cfg.model.max_chars) for s, r in by_split.items()}
     info = {
         "corpus": str(corpus_path),
@@ -365,7 +366,7 @@ def choose_clear_below(
         risk: first-stage calibrated risk (highest label probability) per item.
         positive: items with any label.
         max_share: most of the positives that may fall under the cut.
-        ceiling: the cut never exceeds this (the lowest review threshold).
+        ceiling: the cut never exceeds this.
     """
     pos = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(positive, dtype=bool)])
     if pos.size == 0:
@@ -394,8 +395,7 @@ def attach_cascade(
     shutil.copyfile(base.folder / "model.skops", main.folder / "cascade.skops")
     p1 = apply_calibration(base.backend.logits(val.texts), base.manifest.calibration, labels)
     positive = np.asarray(val.y.any(axis=1), dtype=bool)
-    ceiling = min(t.review for t in main.manifest.thresholds.values())
-    cut = choose_clear_below(p1.max(axis=1), positive, max_share, ceiling)
+    cut = choose_clear_below(p1.max(axis=1), positive, max_share, ceiling=1.0)
     cleared = p1.max(axis=1) < cut
     stage = CascadeStage(
         clear_below=cut,

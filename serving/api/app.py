@@ -21,13 +21,19 @@ from serving.api.metrics import Metrics
 from serving.api.routes import router
 from serving.api.settings import Settings
 from serving.predictor import Predictor
+from serving.review.web import install_review
 
 log = logging.getLogger("dualscreen.api")
 WARM_UP = "Warm-up listing: stainless steel kitchen scale, 5 kg, battery included"
 
 
 class BodyLimit:
-    """Answers 413 for request bodies over the limit, declared or streamed."""
+    """Reads request bodies up to the limit before the app sees them.
+
+    Over the limit (declared or streamed): 413. A JSON body that is not valid UTF-8: 422 naming
+    the byte. Otherwise the buffered body is replayed to the app, so FastAPI never meets a body
+    it cannot parse as text.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -40,35 +46,66 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(scope, receive, send)
+            await self._reply(
+                scope,
+                receive,
+                send,
+                413,
+                f"request body over {self.limit} bytes",
+                {"max_body_bytes": self.limit},
+            )
             return
-        seen = 0
-        too_big = False
-
-        async def limited() -> Message:
-            nonlocal seen, too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    too_big = True
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await self._reply(
+                    scope,
+                    receive,
+                    send,
+                    413,
+                    f"request body over {self.limit} bytes",
+                    {"max_body_bytes": self.limit},
+                )
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"json" in headers.get(b"content-type", b""):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problem = f"invalid UTF-8 at byte {exc.start}"
+                await self._reply(
+                    scope,
+                    receive,
+                    send,
+                    422,
+                    f"body: {problem}",
+                    [{"field": "body", "problem": problem}],
+                )
+                return
+        sent = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(
-            413, f"request body over {self.limit} bytes", {"max_body_bytes": self.limit}
-        )
-        await response(scope, receive, send)
+        await self.app(scope, replay, send)
 
-
-class _TooLarge(Exception):
-    pass
+    async def _reply(
+        self, scope: Scope, receive: Receive, send: Send, status: int, message: str, detail: object
+    ) -> None:
+        await envelope(status, message, detail)(scope, receive, send)
 
 
 def _load_keys(settings: Settings) -> KeyStore:
@@ -133,6 +170,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         finally:
             state.ready = False
             await batcher.stop()
+            review.close()
 
     app = FastAPI(
         title="dualscreen",
@@ -145,6 +183,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.dualscreen = state
     install_error_handlers(app)
     app.include_router(router)
+    review = install_review(app, state)
 
     @app.middleware("http")
     async def observe(request: Any, call_next: Any) -> Any:

@@ -27,6 +27,7 @@ from serving.contract.text import BuiltText, build_text
 from serving.predictor import Predictor
 
 router = APIRouter()
+_PUNCT = " |:,.;()[]{}\"'!?"
 
 
 class ClassifyBody(Item):
@@ -183,12 +184,14 @@ async def _explain(
 ) -> dict[str, list[Term]]:
     """Occlusion: drop each distinct word and measure how far each label's probability falls."""
     words = text.split(" ")
-    distinct = list(dict.fromkeys(w for w in words if w.strip(" |:,.;")))
-    distinct = distinct[: state.settings.explain_max_words]
+    cleaned = [w.strip(_PUNCT) for w in words]
+    distinct = list(dict.fromkeys(c for c in cleaned if c))[: state.settings.explain_max_words]
     targets = [lb for lb in labels if result.label_decisions[lb] != "clear"]
     if not targets or not distinct:
         return {}
-    variants = [" ".join(w for w in words if w != drop) for drop in distinct]
+    variants = [
+        " ".join(w for w, c in zip(words, cleaned, strict=True) if c != drop) for drop in distinct
+    ]
     probs = await _infer(state, variants)
     out: dict[str, list[Term]] = {}
     for label in targets:
@@ -217,16 +220,30 @@ async def _explain(
 async def classify(
     body: ClassifyBody,
     state: State,
-    _: ClassifyKey,
+    key: ClassifyKey,
+    response: Response,
     explain: Annotated[
         bool, Query(description="add the words that drove each flagged or review label")
     ] = False,
+    enqueue: Annotated[
+        bool,
+        Query(
+            description="also put flagged and review items in the review queue (needs the "
+            "review scope; the count comes back in the X-Review-Queued header)"
+        ),
+    ] = False,
 ) -> ClassifyResponse:
     """Classify one or more listings."""
+    if enqueue and "review" not in key.scopes:
+        raise ApiError(403, "enqueue=true needs an API key with the 'review' scope")
     predictor = _predictor(state)
     items = body.items if body.items is not None else [Item(**body.model_dump(exclude={"items"}))]
     if not items:
-        raise ApiError(422, "items: must hold at least one item")
+        raise ApiError(
+            422,
+            "body.items: must hold at least 1 item",
+            [{"field": "body.items", "problem": "must hold at least 1 item"}],
+        )
     if len(items) > state.settings.max_items:
         raise ApiError(
             413,
@@ -266,6 +283,13 @@ async def classify(
                 reasons=d.reasons,
             )
         )
+    if enqueue:
+        from serving.review.web import enqueue_classified
+
+        queued = await asyncio.to_thread(
+            enqueue_classified, state, items, texts, decisions, f"key:{key.name}"
+        )
+        response.headers["X-Review-Queued"] = str(queued)
     m = predictor.manifest
     return ClassifyResponse(
         items=results,

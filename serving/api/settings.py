@@ -1,7 +1,8 @@
 """Serving settings: every field settable as an environment variable prefixed `DUALSCREEN_`.
 
-Production (the default) refuses to start without API keys; development may run without them and
-says so loudly at start-up. Secrets are `SecretStr` and are redacted when settings are logged.
+Production (the default) refuses to start without API keys, or with a short or well-known session
+secret for the review UI; development may run without them and says so loudly at start-up. Secrets
+(keys, session secret, database URL) are `SecretStr` and are redacted when settings are logged.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_WEAK_SECRETS = {"changeme", "changethis", "secret", "password", "development", "dev"}
 
 
 class Settings(BaseSettings):
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
     mode: Literal["production", "development"] = "production"
     model: str = "models/dualscreen"
     model_cache_dir: Path | None = None
-    backend: Literal["onnx-int8", "onnx", "torch", "tfidf"] | None = None
+    backend: Literal["onnx-int8", "onnx", "torch", "tfidf", "cascade"] | None = None
     threads: int = Field(default=0, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -41,6 +44,19 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=1)
     explain_max_words: int = Field(default=48, ge=1)
 
+    # Review queue and its web UI (serving/review)
+    database_url: SecretStr | None = Field(
+        default=None, description="review store URL; default sqlite file var/review.db"
+    )
+    database_auto_migrate: bool = True
+    session_secret: SecretStr | None = None
+    session_secret_file: Path | None = None
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    claim_lease_s: int = Field(default=900, ge=10)
+    double_review_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:
         if self.mode == "production" and not self.api_keys and not self.keys_file:
@@ -48,6 +64,13 @@ class Settings(BaseSettings):
                 "production mode needs API keys: set DUALSCREEN_API_KEYS or DUALSCREEN_KEYS_FILE "
                 "(or DUALSCREEN_MODE=development for a local, unauthenticated trial)"
             )
+        if self.mode == "production" and self.session_secret is not None:
+            secret = self.session_secret.get_secret_value()
+            if len(secret) < 32 or secret.lower() in _WEAK_SECRETS:
+                raise ValueError(
+                    "DUALSCREEN_SESSION_SECRET must be a random string of 32+ characters "
+                    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
         return self
 
     def redacted(self) -> dict[str, object]:
@@ -55,4 +78,9 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if self.api_keys is not None:
             data["api_keys"] = "**********"
+        if self.session_secret is not None:
+            data["session_secret"] = "**********"
+        if self.database_url is not None:
+            scheme = self.database_url.get_secret_value().partition(":")[0]
+            data["database_url"] = f"{scheme}:**********"
         return data

@@ -3,11 +3,11 @@ rest reach the transformer.
 
 The first stage's calibrated risk (highest probability over labels) is compared with
 `manifest.cascade.clear_below`, chosen on validation so that at most 0.5 % of items with a label
-fall under it, and never above the lowest review threshold, so a cleared item is `clear` under the
-transformer's own thresholds too. Cleared items get the first stage's calibrated probabilities,
-returned as the logits that the manifest's calibration maps onto them; forwarded items get the
-transformer's logits unchanged, so their results equal the transformer alone. Items too vague to
-judge are always forwarded.
+fall under it. Cleared items report the first stage's calibrated probabilities, each capped just
+under its label's review threshold so that the item is `clear` under the transformer's own
+thresholds too, returned as the logits that the manifest's calibration maps onto them. Forwarded
+items get the transformer's logits unchanged, so their results equal the transformer alone. Items
+too vague to judge are always forwarded.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class CascadeBackend:
         self.b1 = np.array([self.stage.b[lb] for lb in manifest.labels])
         self.a2 = np.array([manifest.calibration.a[lb] for lb in manifest.labels])
         self.b2 = np.array([manifest.calibration.b[lb] for lb in manifest.labels])
+        self.review_cap = np.array(
+            [manifest.thresholds[lb].review * 0.999 for lb in manifest.labels]
+        )
         self.forwarded = 0
         self.cleared = 0
 
@@ -62,7 +65,7 @@ class CascadeBackend:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
         cleared, p1 = self.route(texts)
         out = np.zeros((len(texts), len(self.manifest.labels)), dtype=np.float32)
-        p = np.clip(p1[cleared], 1e-7, 1 - 1e-7)
+        p = np.clip(np.minimum(p1[cleared], self.review_cap), 1e-7, 1 - 1e-7)
         out[cleared] = ((np.log(p / (1 - p)) - self.b2) / self.a2).astype(np.float32)
         forward = np.nonzero(~cleared)[0]
         if forward.size:

@@ -66,6 +66,8 @@ class RayPredictor:
             if address:
                 kwargs["address"] = address
             else:
+                # A private local Ray: no token file in the home folder.
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")
                 kwargs["num_cpus"] = os.cpu_count() or 1
                 tmp = Path(temp_dir or Path("var") / "ray").resolve()
                 tmp.mkdir(parents=True, exist_ok=True)

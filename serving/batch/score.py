@@ -49,6 +49,7 @@ class Summary:
     decisions: dict[str, int] = field(default_factory=lambda: {"flag": 0, "review": 0, "clear": 0})
     per_label: dict[str, dict[str, int]] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    enqueued: int = 0
     duplicate_ids: int = 0
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -71,6 +72,7 @@ class ScoreOptions:
     chunk_size: int = 2048
     resume: bool = False
     overwrite: bool = False
+    enqueue: Callable[[list[dict[str, Any]]], int] | None = None
 
 
 def rejects_path(output: Path) -> Path:
@@ -215,7 +217,9 @@ class Scorer:
                 good = [r for r in chunk if isinstance(r, Row)]
                 if columns is None:
                     columns, renamed = self._columns(good, in_kind, out_kind)
-                out_rows = self._score_rows(good, opts.mapping, columns, renamed, summary)
+                out_rows = self._score_rows(
+                    good, opts.mapping, columns, renamed, summary, opts.enqueue
+                )
                 writer.write_chunk(out_rows, columns + self._score_columns(in_kind, out_kind))
                 for r in chunk:
                     if isinstance(r, RejectedRow):
@@ -325,6 +329,7 @@ class Scorer:
         columns: list[str],
         renamed: dict[str, str],
         summary: Summary,
+        enqueue: Callable[[list[dict[str, Any]]], int] | None = None,
     ) -> list[dict[str, Any]]:
         if not good:
             return []
@@ -356,8 +361,33 @@ class Scorer:
             for reason in result.reasons:
                 summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
             out.append(record)
+        if enqueue is not None:
+            review = [
+                self._review_item(row, b.text, result, mapping)
+                for row, b, result in zip(good, built, results, strict=True)
+                if result.decision == "review"
+            ]
+            if review:
+                # Idempotent by input hash and model version: a resumed chunk adds nothing twice.
+                summary.enqueued += enqueue(review)
         summary.scored += len(good)
         return out
+
+    @staticmethod
+    def _review_item(row: Row, text: str, result: Any, mapping: ColumnMapping) -> dict[str, Any]:
+        data = row.data
+        return {
+            "id": str(data.get(mapping.id_col) or f"line-{row.line}"),
+            "title": str(data.get("title") or data.get(mapping.text_cols[0]) or ""),
+            "description": str(data.get("description") or ""),
+            "brand": str(data.get("brand") or ""),
+            "seller_category": str(data.get("seller_category") or ""),
+            "text": text,
+            "probabilities": result.probabilities,
+            "decision": result.decision,
+            "reasons": result.reasons,
+            "label_decisions": result.label_decisions,
+        }
 
     @staticmethod
     def _find_duplicates(ids_file: Path, summary: Summary, id_col: str) -> None:

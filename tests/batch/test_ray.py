@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from serving.batch.score import ScoreOptions, Scorer
@@ -21,9 +24,10 @@ def test_ray_engine_equals_local_engine(smoke_model, tmp_path):
     local = Predictor.load(smoke_model, threads=1)
     local_out = tmp_path / "local.csv"
     local_summary = Scorer(local).score_file(ScoreOptions(src, local_out, chunk_size=50))
-    ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray")
-    )
+
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX socket paths: 107 bytes at most
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=short)
     try:
         remote = RayPredictor(local, str(smoke_model), actors=2)
         ray_out = tmp_path / "ray.csv"

@@ -221,3 +221,41 @@ def test_resume_refuses_a_changed_input(scorer, tmp_path):
     checkpoint_path(out).write_text(json.dumps({"version": 1, "fingerprint": {}, "options": {}}))
     with pytest.raises(InputError, match="changed since the interrupted run"):
         scorer.score_file(ScoreOptions(src, out, chunk_size=5, resume=True))
+
+
+def test_enqueue_review_is_idempotent_and_survives_rerun(smoke_model, tmp_path):
+    from sqlalchemy import func, select
+
+    from serving.review.models import Item, Suggestion
+    from serving.review.store import ReviewStore
+
+    src = write_csv(tmp_path / "in.csv", catalog_rows(60))
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    args = [
+        str(src),
+        "--model",
+        str(smoke_model),
+        "--batch-size",
+        "20",
+        "--enqueue-review",
+        "--database-url",
+        url,
+        "--json-summary",
+    ]
+    first = _cli([*args, "-o", str(tmp_path / "a.csv")])
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["enqueued"] == summary["decisions"]["review"]
+    second = _cli([*args, "-o", str(tmp_path / "b.csv")])
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    assert json.loads(out)["enqueued"] == 0
+    store = ReviewStore.open(url)
+    try:
+        with store.transaction() as session:
+            items = session.scalar(select(func.count()).select_from(Item))
+            suggestions = session.scalar(select(func.count()).select_from(Suggestion))
+    finally:
+        store.dispose()
+    assert items == suggestions == summary["decisions"]["review"]

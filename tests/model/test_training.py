@@ -70,7 +70,9 @@ def test_smoke_run_is_registered_as_candidate(smoke_run, mlflow_store):
 
 
 def test_registry_uri_loads_the_same_model(smoke_run, mlflow_store, tmp_path):
-    predictor = Predictor.load("models:/dualscreen@candidate", cache_dir=tmp_path)
+    # By version, not alias: later tests (the review loop) register newer candidates.
+    uri = f"models:/dualscreen/{smoke_run.registered_version}"
+    predictor = Predictor.load(uri, cache_dir=tmp_path)
     assert predictor.manifest.version == smoke_run.manifest.version
 
 

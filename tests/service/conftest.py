@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,7 +15,9 @@ from serving.predictor import Predictor
 
 CLASSIFY_KEY = "test-classify-key-0123456789"
 REVIEW_KEY = "test-review-only-key-0123456789"
+ALL_KEY = "test-all-scopes-key-0123456789"
 HEADERS = {"X-API-Key": CLASSIFY_KEY}
+_DB_DIR = tempfile.mkdtemp(prefix="dualscreen-service-")
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +32,10 @@ def anyio_backend() -> str:
 
 def make_settings(**kw) -> Settings:
     base = {
-        "api_keys": f"{CLASSIFY_KEY}:classify+admin,{REVIEW_KEY}:review",
+        "api_keys": f"{CLASSIFY_KEY}:classify+admin,{REVIEW_KEY}:review,"
+        f"{ALL_KEY}:classify+review+admin",
         "model": "unused-when-a-predictor-is-given",
+        "database_url": f"sqlite:///{_DB_DIR}/review.db",
     }
     return Settings(**(base | kw))
 
