@@ -234,9 +234,16 @@ def resolve_model_ref(ref: str | Path, cache_dir: str | Path | None = None) -> P
             import mlflow.artifacts
         except ImportError:  # pragma: no cover - mlflow is a core dependency
             raise ArtifactError("MLflow is not installed; pass a model folder instead") from None
+        # The store named by MLFLOW_TRACKING_URI, else the project's SQLite file when the
+        # process runs in the project folder (what `dualscreen train` writes to).
+        tracking = os.environ.get("MLFLOW_TRACKING_URI")
+        if not tracking and Path("mlflow.db").exists():
+            tracking = f"sqlite:///{Path('mlflow.db').resolve()}"
         try:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=text, dst_path=str(cache_dir) if cache_dir else None
+                artifact_uri=text,
+                dst_path=str(cache_dir) if cache_dir else None,
+                tracking_uri=tracking,
             )
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report them as ours
             raise ArtifactError(f"cannot resolve {text}: {exc}") from None
