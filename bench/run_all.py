@@ -79,7 +79,13 @@ def profile_bulk(model: Path, rows: list[dict[str, str]]) -> dict[str, float]:
             buckets["text building"] += tottime
         elif "encode_batch" in name or "tokenizers" in filename:
             buckets["tokenisation"] += tottime
-        elif name == "run" and "onnxruntime" in filename or "session" in name:
+        elif (
+            (name == "run" and "onnxruntime" in filename)
+            or "session" in name
+            or ("acquire" in name or name == "wait")
+        ):
+            # int8 inference runs in worker threads that cProfile does not see; the main
+            # thread's time blocked on them (lock acquire / wait) is inference time.
             buckets["inference"] += tottime
         elif "writers.py" in filename or "fsync" in name or name == "write":
             buckets["writing"] += tottime
