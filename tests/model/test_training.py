@@ -69,7 +69,8 @@ def test_smoke_run_is_registered_as_candidate(smoke_run, mlflow_store):
     assert {"model", "report"} <= arts
 
 
-def test_registry_uri_loads_the_same_model(smoke_run, mlflow_store, tmp_path):
+def test_registry_uri_loads_the_same_model(smoke_run, mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     # By version, not alias: later tests (the review loop) register newer candidates.
     uri = f"models:/dualscreen/{smoke_run.registered_version}"
     predictor = Predictor.load(uri, cache_dir=tmp_path)
