@@ -239,6 +239,10 @@ def resolve_model_ref(ref: str | Path, cache_dir: str | Path | None = None) -> P
         tracking = os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking and Path("mlflow.db").exists():
             tracking = f"sqlite:///{Path('mlflow.db').resolve()}"
+        if tracking:
+            # models:/ URIs resolve through the registry URI, a process-wide MLflow setting.
+            mlflow.set_tracking_uri(tracking)
+            mlflow.set_registry_uri(tracking)
         try:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=text,
