@@ -20,7 +20,9 @@ def serve(
     model: Annotated[str | None, typer.Option(help="model folder or MLflow URI")] = None,
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,
-    backend: Annotated[str | None, typer.Option(help="onnx-int8 | onnx | torch")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
+    ] = None,
     first_run: Annotated[
         bool,
         typer.Option(
@@ -35,6 +37,7 @@ def serve(
     from serving.api.app import create_app
     from serving.api.auth import create_key
     from serving.api.settings import Settings
+    from serving.predictor import Predictor
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -79,8 +82,17 @@ def serve(
         raise typer.Exit(2) from None
     if first_run:
         _first_admin(settings.database_url.get_secret_value() if settings.database_url else None)
+    # Load and verify the model before uvicorn starts: a damaged artifact then ends as one
+    # "error: <file>: ..." line and exit code 2; failing inside the lifespan prints a traceback.
+    predictor = Predictor.load(
+        settings.model,
+        settings.backend,
+        settings.threads,
+        settings.batch_max_size,
+        settings.model_cache_dir,
+    )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, predictor=predictor),
         host=settings.host,
         port=settings.port,
         log_level="info",
@@ -96,7 +108,9 @@ def score(
     text_cols: Annotated[
         str, typer.Option(help="comma-separated text columns")
     ] = "title,description,brand,seller_category",
-    backend: Annotated[str | None, typer.Option(help="onnx-int8 | onnx | torch")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="rows per chunk (checkpoint interval)")] = 2048,
     fmt: Annotated[
         str | None, typer.Option("--format", help="input format if not by extension")

@@ -49,11 +49,22 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str):
     return run_training(cfg, console=None, baseline=True)
 
 
-@pytest.fixture(scope="session")
-def smoke_model(smoke_run) -> Path:
-    return smoke_run.folder
+def _reused(variable: str) -> Path | None:
+    """A developer shortcut: DUALSCREEN_TEST_SMOKE_MODEL / _TFIDF_MODEL name already-trained folders.
+
+    Only for iterating on a few tests locally; CI and `make test` leave them unset, so the session
+    trains its own smoke model.
+    """
+    value = os.environ.get(variable)
+    return Path(value) if value else None
 
 
 @pytest.fixture(scope="session")
-def tfidf_model(smoke_run) -> Path:
-    return smoke_run.baseline_folder
+def smoke_model(request: pytest.FixtureRequest) -> Path:
+    return _reused("DUALSCREEN_TEST_SMOKE_MODEL") or request.getfixturevalue("smoke_run").folder
+
+
+@pytest.fixture(scope="session")
+def tfidf_model(request: pytest.FixtureRequest) -> Path:
+    reused = _reused("DUALSCREEN_TEST_TFIDF_MODEL")
+    return reused or request.getfixturevalue("smoke_run").baseline_folder

@@ -354,6 +354,14 @@ def _package(
     manifest, cal_notes = _calibrate_and_decide(cfg, manifest, val_logits, splits["val"])
     manifest = manifest.model_copy(update={"onnx_agreement": agree})
     info.update(cal_notes)
+    if backend_name == "onnx-int8":
+        from training.export import choose_int8_guard
+
+        fp32_val = load_backend(folder, manifest, "onnx").logits(splits["val"].texts)
+        guard = choose_int8_guard(fp32_val, val_logits, splits["val"].texts, manifest)
+        manifest = manifest.model_copy(update={"int8_guard": guard})
+        info["int8_guard"] = guard.model_dump()
+        backend = load_backend(folder, manifest, backend_name)
     return Packaged(folder, manifest, backend), info
 
 
@@ -636,6 +644,12 @@ def _write_report(
         )
     if m.onnx_agreement:
         parts.append(f"int8 ONNX vs torch on validation: {json.dumps(m.onnx_agreement)}.")
+    if m.int8_guard is not None:
+        g = m.int8_guard
+        parts.append(
+            f"int8 guard: items whose decision could change within {g.margin} (calibrated logit) "
+            f"are re-scored with fp32; on validation {json.dumps(g.validation)}."
+        )
     for set_name, by_model in results.items():
         if set_name == "val":
             continue

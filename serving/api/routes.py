@@ -85,7 +85,7 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
         if m.kind == "tfidf"
         else (
             "model.int8.onnx"
-            if predictor.backend.name == "onnx-int8"
+            if predictor.backend.name in ("onnx-int8", "onnx-int8-fast", "cascade")
             else "model.onnx"
             if predictor.backend.name == "onnx"
             else "model.safetensors"

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     mode: Literal["production", "development"] = "production"
     model: str = "models/dualscreen"
     model_cache_dir: Path | None = None
-    backend: Literal["onnx-int8", "onnx", "torch", "tfidf", "cascade"] | None = None
+    backend: Literal["onnx-int8", "onnx-int8-fast", "onnx", "torch", "tfidf", "cascade"] | None = (
+        None
+    )
     threads: int = Field(default=0, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -1,6 +1,8 @@
 """Inference backends: each turns built texts into raw logits of shape [n, labels].
 
-onnx-int8  ONNX Runtime on the dynamically quantised graph (default on CPU; no torch import)
+onnx-int8  ONNX Runtime on the dynamically quantised graph (default on CPU; no torch import);
+           items near a threshold are re-scored with fp32 when the manifest has an int8 guard
+onnx-int8-fast  the int8 graph without the guard (faster; decisions agree with fp32 less often)
 onnx       ONNX Runtime on the fp32 graph
 torch      transformers + torch on model.safetensors
 tfidf      the scikit-learn baseline stored with skops (the only backend of a tfidf artifact)
@@ -17,7 +19,7 @@ from numpy.typing import NDArray
 from serving.contract.artifact import Manifest
 from serving.contract.errors import ArtifactError
 
-BACKENDS = ("onnx-int8", "onnx", "torch", "tfidf", "cascade")
+BACKENDS = ("onnx-int8", "onnx-int8-fast", "onnx", "torch", "tfidf", "cascade")
 
 
 class Backend(Protocol):
@@ -45,16 +47,23 @@ def load_backend(
     """Create the named backend for an artifact folder (already verified)."""
     name = name or default_backend(manifest)
     if manifest.kind == "tfidf":
-        if name not in ("tfidf", "onnx-int8", "onnx"):
+        if name not in ("tfidf", "onnx-int8", "onnx-int8-fast", "onnx"):
             raise ArtifactError(f"a tfidf model is served by the tfidf backend, not {name!r}")
         from serving.backends.tfidf import TfidfBackend
 
         return TfidfBackend(folder, manifest)
-    if name in ("onnx-int8", "onnx"):
+    if name in ("onnx-int8", "onnx-int8-fast", "onnx"):
         from serving.backends.onnx import OnnxBackend
 
-        file = "model.int8.onnx" if name == "onnx-int8" else "model.onnx"
-        return OnnxBackend(folder, manifest, file, threads=threads, batch_size=batch_size)
+        file = "model.onnx" if name == "onnx" else "model.int8.onnx"
+        return OnnxBackend(
+            folder,
+            manifest,
+            file,
+            threads=threads,
+            batch_size=batch_size,
+            guard=name == "onnx-int8",
+        )
     if name == "cascade":
         from serving.backends.cascade import CascadeBackend
 

@@ -14,7 +14,10 @@ Layout (a reader needs nothing but the folder):
     model.skops          TF-IDF + logistic regression pipeline       (tfidf models)
     README.md            generated model card
 
-Loading checks the format version, refuses pickle-style files, and verifies every checksum.
+Loading checks the format version, refuses pickle-style files, and verifies every checksum,
+the manifest's own included (`manifest_sha256`, over its other fields), so a flipped digit in a
+threshold is refused rather than served. Manifests written before that field existed carry none
+and are read without that one check.
 """
 
 from __future__ import annotations
@@ -79,6 +82,21 @@ class CascadeStage(BaseModel):
     validation: dict[str, float] = Field(default_factory=dict)
 
 
+class Int8Guard(BaseModel):
+    """When the int8 graph's answer could change the decision, ask the fp32 graph instead.
+
+    `margin` is in calibrated-logit units: an item whose decision would differ anywhere within
+    +/- margin of its int8 calibrated logits is re-scored with model.onnx. Chosen on validation
+    so that guarded int8 decisions agree with fp32 at `target_agreement`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float
+    target_agreement: float = 0.998
+    validation: dict[str, float] = Field(default_factory=dict)
+
+
 class Manifest(BaseModel):
     """Everything a reader needs to use the artifact correctly."""
 
@@ -102,7 +120,16 @@ class Manifest(BaseModel):
     training_data: dict[str, Any] = Field(default_factory=dict)
     onnx_agreement: dict[str, float] = Field(default_factory=dict)
     cascade: CascadeStage | None = None
+    int8_guard: Int8Guard | None = None
     files: dict[str, str] = Field(default_factory=dict)
+    manifest_sha256: str | None = None
+
+
+def _manifest_digest(data: dict[str, Any]) -> str:
+    """The sha256 of a manifest's fields other than `manifest_sha256`, as canonical JSON."""
+    rest = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -146,6 +173,8 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
     check_no_unsafe_files(folder)
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _artifact_files(folder)}
     manifest = manifest.model_copy(update={"files": files})
+    data = manifest.model_dump(mode="json")
+    manifest = manifest.model_copy(update={"manifest_sha256": _manifest_digest(data)})
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -171,12 +200,19 @@ def read_manifest(folder: str | Path) -> Manifest:
             f"{path}: format version {version!r}; this dualscreen reads version {FORMAT_VERSION}"
         )
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ArtifactError(f"{path}: invalid manifest: {problems}") from None
+    expected = manifest.manifest_sha256
+    if expected is not None and _manifest_digest(data) != expected:
+        raise ChecksumError(
+            f"{path}: checksum mismatch (the manifest's own manifest_sha256 does not match its "
+            "content); the manifest was changed or corrupted"
+        )
+    return manifest
 
 
 def verify_artifact(folder: str | Path) -> Manifest:

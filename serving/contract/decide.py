@@ -33,10 +33,7 @@ def sigmoid(x: NDArray[np.floating]) -> NDArray[np.float64]:
 
 def calibrate(logits: NDArray[np.floating], manifest: Manifest) -> NDArray[np.float64]:
     """Apply the manifest's per-label Platt scaling to raw logits (shape [n, labels])."""
-    cal = manifest.calibration
-    a = np.array([cal.a[label] for label in manifest.labels], dtype=np.float64)
-    b = np.array([cal.b[label] for label in manifest.labels], dtype=np.float64)
-    return sigmoid(np.asarray(logits, dtype=np.float64) * a + b)
+    return sigmoid(calibrated_logits(logits, manifest))
 
 
 @dataclass
@@ -63,6 +60,31 @@ def label_decisions(probs: NDArray[np.floating], manifest: Manifest) -> NDArray[
     codes[probs >= review] = 1
     codes[probs >= flag] = 2
     return codes
+
+
+def calibrated_logits(logits: NDArray[np.floating], manifest: Manifest) -> NDArray[np.float64]:
+    """Per-label Platt-scaled logits: a * z + b (the argument of the sigmoid in `calibrate`)."""
+    cal = manifest.calibration
+    a = np.array([cal.a[label] for label in manifest.labels], dtype=np.float64)
+    b = np.array([cal.b[label] for label in manifest.labels], dtype=np.float64)
+    return np.asarray(logits, dtype=np.float64) * a + b
+
+
+def unstable_decisions(
+    logits: NDArray[np.floating], manifest: Manifest, margin: float
+) -> NDArray[np.bool_]:
+    """Items whose item decision could change if any calibrated logit moved by up to `margin`.
+
+    Decisions only grow with the logits, so comparing the decision at every logit minus the margin
+    with the one at every logit plus it covers every move within the margin. The insufficient-
+    detail rule does not depend on the logits, so it cannot make a stable item unstable.
+    """
+    if len(logits) == 0 or margin <= 0:
+        return np.zeros(len(logits), dtype=bool)
+    z = calibrated_logits(logits, manifest)
+    low = label_decisions(sigmoid(z - margin), manifest).max(axis=1)
+    high = label_decisions(sigmoid(z + margin), manifest).max(axis=1)
+    return np.asarray(low != high, dtype=bool)
 
 
 def is_insufficient(text: str, min_words: int) -> bool:

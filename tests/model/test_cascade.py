@@ -57,12 +57,12 @@ def _agreement(model: Path) -> float:
     return float((a == b).mean())
 
 
-# Measured: 96.4 % (smoke) and 95.8 % (default) decision agreement between int8 and fp32 on the
-# test split, short of the 99.5 % target (issue 7): dynamic int8 on this AVX2 CPU moves
-# probabilities by up to 0.27, and the low review thresholds turn small moves into new decisions.
-# These bounds guard against regressions; the gap is reported in the closing note.
+# Unguarded int8 agreed with fp32 on 96.4 % (smoke) and 95.8 % (default) of test decisions: dynamic
+# int8 on this AVX2 CPU moves calibrated logits by 0.08 at the median, and items near a threshold
+# change decision. The guarded backend (the default) re-scores those items with fp32.
 def test_int8_agrees_with_fp32_on_the_test_split_smoke(smoke_model):
-    assert _agreement(smoke_model) >= 0.94
+    assert Predictor.load(smoke_model).manifest.int8_guard is not None
+    assert _agreement(smoke_model) >= 0.995
 
 
 @pytest.mark.default_model
@@ -70,4 +70,4 @@ def test_int8_agrees_with_fp32_on_the_test_split_default():
     model = ROOT / "models" / "dualscreen"
     if not (model / "manifest.json").exists():
         pytest.skip("models/dualscreen is not trained here (run `make train`)")
-    assert _agreement(model) >= 0.95
+    assert _agreement(model) >= 0.995

@@ -1,0 +1,84 @@
+"""The int8 guard (issue 7): which items are re-scored with fp32, and how its margin is chosen."""
+
+import numpy as np
+
+from serving.contract.artifact import (
+    Calibration,
+    DecisionRules,
+    LabelThresholds,
+    Manifest,
+)
+from serving.contract.decide import calibrate, decision_codes, unstable_decisions
+from training.export import choose_int8_guard
+
+LABELS = ["uav", "marine"]
+
+
+def _manifest() -> Manifest:
+    # Identity calibration, so calibrated logits are the raw logits.
+    return Manifest(
+        format_version=1,
+        name="t",
+        version="1",
+        kind="transformer",
+        labels=LABELS,
+        taxonomy_version="t",
+        calibration=Calibration(a={lb: 1.0 for lb in LABELS}, b={lb: 0.0 for lb in LABELS}),
+        thresholds={lb: LabelThresholds(flag=0.5, review=0.1) for lb in LABELS},
+        rules=DecisionRules(),
+        base_model="t",
+        corpus_hash="t",
+        git_revision="t",
+        created_at="t",
+    )
+
+
+LOGIT_REVIEW = float(np.log(0.1 / 0.9))  # -2.197
+
+
+def test_unstable_marks_items_near_a_threshold_that_changes_the_item_decision():
+    m = _manifest()
+    logits = np.array(
+        [
+            [0.05, -8.0],  # flag threshold (logit 0) is 0.05 away: unstable at margin 0.1
+            [3.0, -8.0],  # far above flag: stable
+            [-8.0, LOGIT_REVIEW + 0.05],  # near review: unstable
+            [3.0, LOGIT_REVIEW + 0.05],  # near review on marine, but uav flags: item stays flag
+            [-8.0, -8.0],  # far below everything: stable
+        ]
+    )
+    assert unstable_decisions(logits, m, 0.1).tolist() == [True, False, True, False, False]
+    assert unstable_decisions(logits, m, 0.01).tolist() == [False] * 5
+    assert unstable_decisions(logits, m, 0.0).tolist() == [False] * 5
+    assert unstable_decisions(logits, m, 20.0).tolist() == [True] * 5
+
+
+def test_guarded_decisions_equal_fp32_whenever_the_error_is_within_the_margin():
+    rng = np.random.default_rng(3)
+    m = _manifest()
+    fp32 = rng.normal(-2.0, 2.0, size=(2000, 2))
+    int8 = fp32 + rng.uniform(-0.2, 0.2, size=fp32.shape)
+    texts = ["a listing with plenty of words in it"] * len(fp32)
+    ref = decision_codes(calibrate(fp32, m), texts, m)
+    unguarded = decision_codes(calibrate(int8, m), texts, m)
+    assert (unguarded != ref).sum() > 10  # the noise does change decisions
+    unstable = unstable_decisions(int8, m, 0.2)
+    mixed = np.where(unstable[:, None], fp32, int8)
+    np.testing.assert_array_equal(decision_codes(calibrate(mixed, m), texts, m), ref)
+
+
+def test_margin_grows_with_the_int8_error_and_meets_its_target_on_validation():
+    rng = np.random.default_rng(4)
+    m = _manifest()
+    fp32 = rng.normal(-2.0, 2.0, size=(3000, 2))
+    texts = ["a listing with plenty of words in it"] * len(fp32)
+    small = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.02, fp32.shape), texts, m)
+    large = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.2, fp32.shape), texts, m)
+    exact = choose_int8_guard(fp32, fp32.copy(), texts, m)
+    assert exact.margin == 0.0 and exact.validation["rescored_share"] == 0.0
+    assert 0.0 < small.margin < large.margin
+    assert large.validation["rescored_share"] > small.validation["rescored_share"]
+    for guard in (small, large):
+        assert guard.validation["expected_agreement"] >= 0.998
+        assert guard.validation["agreement"] >= 0.995
+        assert guard.validation["unguarded_agreement"] < guard.validation["agreement"]
