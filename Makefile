@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export ORT_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup data train train-smoke train-tfidf model run test lint typecheck importlint pytest bench bench-bulk mlflow-ui clean
+.PHONY: help setup data train train-smoke train-tfidf model run test lint typecheck importlint pytest audit bench bench-bulk soak mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -59,11 +59,17 @@ pytest: setup ## the test suite
 
 test: lint typecheck importlint pytest ## everything CI runs: lint, types, import contract, tests
 
+audit: setup ## pip-audit via PyPI: fails on a known vulnerability with a fix; warns when offline
+	$(BIN)/python -m tests.security.audit_deps
+
 bench: setup ## benchmarks (never part of make test): writes bench/results.md (needs models/dualscreen)
 	$(BIN)/python bench/run_all.py
 
 bench-bulk: setup ## bulk scorer: speed vs naive, percent of int8 limit, memory on 10k vs 1M rows
 	$(BIN)/python bench/bulk.py
+
+soak: setup ## soak test (never part of make test): 5 min of valid and hostile API traffic, answers and memory; writes bench/soak.json
+	$(BIN)/python bench/soak.py
 
 mlflow-ui: setup ## open the MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

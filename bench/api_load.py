@@ -6,6 +6,10 @@ Starts `dualscreen serve` in a subprocess (production mode, a throw-away key), t
 one client sending single items (p50/p99), 32 concurrent clients sending single items (items/s,
 p99, errors), the server's resident memory under load, and, for the 80 % target, the bulk
 scorer's items/s on the same texts in this process.
+
+The 32 clients run twice when Debian's `wrk` is installed (`apt-get install wrk`): once from
+Python (httpx, in this process, which takes CPU from the 2-core server) and once from wrk (C,
+1 thread, a fixed duration), whose figures are the ones to compare with the bulk scorer.
 """
 
 from __future__ import annotations
@@ -13,21 +17,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import re
 import secrets
-import socket
+import shutil
 import subprocess
-import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
-from common import ROOT, load_listings, percentile, rss_mb
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from common import (
+    ROOT,
+    free_port,
+    load_listings,
+    percentile,
+    rss_mb,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
 
 async def one_client(url: str, key: str, items: list[dict[str, str]]) -> list[float]:
@@ -85,6 +93,65 @@ async def many_clients(
     }  # type: ignore[dict-item]
 
 
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("WRK_BODIES")) do bodies[#bodies + 1] = line end
+local key = os.getenv("WRK_KEY")
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/v1/classify",
+    {["Content-Type"] = "application/json", ["X-API-Key"] = key}, bodies[i])
+end
+"""
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk_load(
+    base: str, key: str, items: list[dict[str, str]], clients: int, seconds: int, pid: int
+) -> dict[str, object] | None:
+    """32 connections from wrk (1 thread) for `seconds`; None when wrk is not installed."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        bodies.write_text("\n".join(json.dumps(i) for i in items) + "\n", encoding="utf-8")
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_SCRIPT, encoding="utf-8")
+        env = {"WRK_BODIES": str(bodies), "WRK_KEY": key, "PATH": "/usr/bin:/bin"}
+        proc = subprocess.Popen(
+            [wrk, "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+            + ["-s", str(script), base],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, rss_mb(pid)["rss_mb"])
+            time.sleep(0.25)
+        out = proc.stdout.read() if proc.stdout else ""
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rate is None or "50" not in latency:
+        return {"error": out[-500:]}
+    return {
+        "items_per_s": round(float(rate.group(1)), 1),
+        "requests": int(total.group(1)) if total else 0,
+        "p50_ms": round(_ms(latency["50"]), 1),
+        "p99_ms": round(_ms(latency["99"]), 1),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "server_rss_mb": round(peak, 1),
+    }
+
+
 def bulk_rate(model: str, items: list[dict[str, str]]) -> float:
     from serving.predictor import Predictor
 
@@ -102,39 +169,25 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=400)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--wrk-seconds", type=int, default=20)
     args = parser.parse_args()
     items = load_listings()
     key = "bench-" + secrets.token_urlsafe(16)
     port = free_port()
-    env = dict(os.environ, DUALSCREEN_API_KEYS=f"{key}:classify", DUALSCREEN_MODE="production")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--model", args.model, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    settings = {"DUALSCREEN_API_KEYS": f"{key}:classify", "DUALSCREEN_MODE": "production"}
+    server = start_server(args.model, port, settings)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("server did not become ready")
+        wait_ready(base, server)
         url = f"{base}/v1/classify"
         asyncio.run(one_client(url, key, items[:50]))  # warm-up
         single = asyncio.run(one_client(url, key, items[: args.single]))
         batch_items = (items * (args.requests // len(items) + 1))[: args.requests]
         load = asyncio.run(many_clients(url, key, batch_items, args.clients, server.pid))
+        wrk = wrk_load(base, key, items, args.clients, args.wrk_seconds, server.pid)
         idle_rss = rss_mb(server.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
     bulk = bulk_rate(args.model, items[: min(len(items), 2000)])
     result = {
         "single_client": {
@@ -149,6 +202,10 @@ def main() -> None:
         "bulk_items_per_s": round(bulk, 1),
         "api_vs_bulk": round(load["items_per_s"] / bulk, 3),
     }
+    if wrk is not None:
+        result[f"{args.clients}_clients_wrk"] = wrk
+        if "items_per_s" in wrk:
+            result["api_vs_bulk_wrk"] = round(float(wrk["items_per_s"]) / bulk, 3)  # type: ignore[arg-type]
     print(json.dumps(result, indent=2))
 
 

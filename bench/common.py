@@ -1,11 +1,17 @@
-"""Shared helpers for the benchmark scripts: texts to score and process memory."""
+"""Shared helpers for the benchmark scripts: texts to score, process memory, and a throw-away
+`dualscreen serve` subprocess on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,3 +58,77 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory in MB of a process and all its descendants (Linux /proc); 0 once gone."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += rss_mb(p).get("rss_mb", 0.0)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited between listing and reading
+    return total
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    model: str | Path, port: int, settings: dict[str, str], log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `dualscreen serve` on 127.0.0.1:`port` in its own process group.
+
+    The environment is this process's without any inherited `DUALSCREEN_*` variable, plus
+    `settings` (for example DUALSCREEN_API_KEYS), so a shell's configuration (a production
+    database URL, say) never leaks into a benchmark. Output goes to `log`, or is discarded.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUALSCREEN_")} | settings
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "serve", "--model", str(model)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Poll `base`/ready until it answers 200; exit if the server dies or takes too long."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with code {server.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server did not become ready within {timeout_s:.0f} s")
+
+
+def stop_server(server: subprocess.Popen[bytes], grace_s: float = 30) -> None:
+    """Stop the server's process group: SIGTERM, then SIGKILL after `grace_s`."""
+    if server.poll() is not None:
+        return
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    except ProcessLookupError:
+        server.wait()
