@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from serving.review.store import ReviewStore
 
 console = Console(stderr=True, soft_wrap=True)
+MAX_REJECTS_SHOWN = 20  # rejected rows `review import` names one by one
 
 
 def serve(
@@ -337,9 +338,10 @@ def review_import(
     chunk: Annotated[int, typer.Option(min=1, help="rows scored per batch")] = 512,
 ) -> None:
     """Score a file with the model and put its rows in the review queue (idempotent)."""
-    from serving.contract.errors import DualscreenError
+    from serving.contract.errors import DualscreenError, TruncatedInputError
     from serving.contract.readers import ColumnMapping, RejectedRow, read_records
     from serving.predictor import Predictor
+    from serving.review.models import EXTERNAL_ID_MAX
     from serving.review.queue import enqueue_predictions
     from serving.review.web import scored_items
 
@@ -375,29 +377,32 @@ def review_import(
         )
         batch.clear()
 
+    def reject(line: int, reason: str) -> None:
+        counts["rejected"] += 1
+        if counts["rejected"] <= MAX_REJECTS_SHOWN:
+            console.print(f"{file}: line {line}: {reason}", highlight=False, markup=False)
+
+    truncated: TruncatedInputError | None = None
     try:
-        for result in read_records(file, fmt, ColumnMapping(id_col, cols, None)):
-            if isinstance(result, RejectedRow):
-                counts["rejected"] += 1
-                continue
-            counts["read"] += 1
-            data = result.data
-            row: dict[str, object] = {"id": data.get(id_col)}
-            extra: dict[str, object] = {}
-            # The same roles as build_text_from_record: listing fields keep theirs, the first
-            # column stands in for a missing title, other columns fold in as "column: value".
-            for i, col in enumerate(cols):
-                value = data.get(col)
-                if col in ("title", "description", "brand", "seller_category"):
-                    row[col] = value or ""
-                elif i == 0 and "title" not in cols:
-                    row["title"] = value or ""
-                elif value not in (None, ""):
-                    extra[col] = value
-            row["attributes"] = extra
-            batch.append(row)
-            if len(batch) >= chunk:
-                flush()
+        try:
+            for result in read_records(file, fmt, ColumnMapping(id_col, cols, None)):
+                if isinstance(result, RejectedRow):
+                    reject(result.line, result.reason)
+                    continue
+                ident = result.data.get(id_col)
+                if ident is not None and len(str(ident)) > EXTERNAL_ID_MAX:
+                    reject(
+                        result.line,
+                        f"{id_col} has {len(str(ident)):,} characters; the queue keeps "
+                        f"at most {EXTERNAL_ID_MAX}",
+                    )
+                    continue
+                counts["read"] += 1
+                batch.append(_import_row(result.data, id_col, cols))
+                if len(batch) >= chunk:
+                    flush()
+        except TruncatedInputError as exc:
+            truncated = exc  # queue the rows read before the break, then say so
         if batch:
             flush()
     except DualscreenError as exc:
@@ -405,12 +410,35 @@ def review_import(
         raise typer.Exit(2) from None
     finally:
         store.dispose()
+    if counts["rejected"] > MAX_REJECTS_SHOWN:
+        console.print(f"... and {counts['rejected'] - MAX_REJECTS_SHOWN:,} more rejected rows")
     console.print(
         f"read {counts['read']:,} rows ({counts['rejected']:,} rejected); queued "
         f"{counts['queued']:,} new; {counts['skipped_clear']:,} clear rows left out; "
         f"model {m.name} {m.version}; source {name}",
         highlight=False,
     )
+    if truncated is not None:
+        console.print(f"[red]error:[/red] {truncated}", highlight=False)
+        raise typer.Exit(2)
+
+
+def _import_row(data: dict[str, object], id_col: str, cols: tuple[str, ...]) -> dict[str, object]:
+    """A read record as a listing for `scored_items`."""
+    row: dict[str, object] = {"id": data.get(id_col)}
+    extra: dict[str, object] = {}
+    # The same roles as build_text_from_record: listing fields keep theirs, the first
+    # column stands in for a missing title, other columns fold in as "column: value".
+    for i, col in enumerate(cols):
+        value = data.get(col)
+        if col in ("title", "description", "brand", "seller_category"):
+            row[col] = value or ""
+        elif i == 0 and "title" not in cols:
+            row["title"] = value or ""
+        elif value not in (None, ""):
+            extra[col] = value
+    row["attributes"] = extra
+    return row
 
 
 @review_app.command("export")

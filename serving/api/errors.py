@@ -76,6 +76,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a JSON body its parser gives up on (nested past the recursion limit,
+        # a number with too many digits) with a bare 400; name the reason like any bad JSON.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, RecursionError | ValueError):
+            problem = (
+                "JSON nested too deeply"
+                if isinstance(cause, RecursionError)
+                else f"invalid JSON: {cause}"
+            )
+            return envelope(422, f"body: {problem}", [{"field": "body", "problem": problem}])
         headers = dict(exc.headers) if exc.headers else None
         return envelope(exc.status_code, str(exc.detail), None, headers)
 

@@ -12,6 +12,8 @@ file of 16-byte (id hash, line) records rather than an in-memory set.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from serving.batch.writers import open_writer, output_format
-from serving.contract.errors import InputError
+from serving.contract.errors import InputError, OutputError, TruncatedInputError
 from serving.contract.readers import (
     ColumnMapping,
     RejectedRow,
@@ -103,9 +105,13 @@ def count_rows(path: Path, fmt: str | None) -> int | None:
     if gz:
         return None
     if kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (pa.ArrowInvalid, OSError):
+            return None  # the reader says what is wrong with the file
     lines = 0
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 23), b""):
@@ -131,6 +137,20 @@ def _chunks(results: Iterator[Row | RejectedRow], size: int) -> Iterator[list[Ro
             chunk = []
     if chunk:
         yield chunk
+
+
+def _until_truncated(
+    results: Iterator[Row | RejectedRow], truncated: list[TruncatedInputError]
+) -> Iterator[Row | RejectedRow]:
+    """The reader's results up to a break in a compressed input, which is kept in `truncated`.
+
+    The rows before the break are scored and written like any others (the last, partial chunk
+    included); the run then finishes its output and raises the error.
+    """
+    try:
+        yield from results
+    except TruncatedInputError as exc:
+        truncated.append(exc)
 
 
 def _id_hash(value: Any) -> int:
@@ -169,7 +189,23 @@ class Scorer:
 
         Returns:
             The run's summary.
+
+        Raises:
+            OutputError: an output file could not be written (a full disk, say); the checkpoint
+                of the last whole chunk stands, so `resume=True` continues from it.
         """
+        try:
+            return self._score_file(opts, progress)
+        except OSError as exc:
+            fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+            raise OutputError(
+                f"{exc.filename or opts.output}: {exc.strerror or exc}; scoring stopped and its "
+                f"last checkpoint is kept: {fix}, then run again with --resume to continue"
+            ) from exc
+
+    def _score_file(
+        self, opts: ScoreOptions, progress: Callable[[int, int | None], None] | None
+    ) -> Summary:
         started = time.perf_counter()
         out_kind = output_format(opts.output, opts.output_format)
         in_kind, _ = detect_format(opts.input, opts.input_format)
@@ -209,9 +245,13 @@ class Scorer:
         labels = self.predictor.labels
         for label in labels:
             summary.per_label.setdefault(label, {"flag": 0, "review": 0})
+        truncated: list[TruncatedInputError] = []
         try:
-            reader = read_records(
-                opts.input, fmt=opts.input_format, mapping=opts.mapping, start_after=last_line
+            reader = _until_truncated(
+                read_records(
+                    opts.input, fmt=opts.input_format, mapping=opts.mapping, start_after=last_line
+                ),
+                truncated,
             )
             for chunk in _chunks(reader, opts.chunk_size):
                 good = [r for r in chunk if isinstance(r, Row)]
@@ -265,8 +305,12 @@ class Scorer:
                 if progress is not None:
                     progress(summary.rows_read, total)
         except BaseException:
-            rejects.close()
-            ids.close()
+            # After a failed write: nothing past the checkpoint counts, so drop unwritten bytes
+            # rather than have a close (or the garbage collector) raise or append them later.
+            for handle in (rejects, ids):
+                with contextlib.suppress(OSError):
+                    handle.close()
+            writer.abort()
             raise
         rejects.close()
         ids.close()
@@ -282,8 +326,15 @@ class Scorer:
         summary.review_share = (
             round(summary.decisions["review"] / summary.scored, 4) if summary.scored else 0.0
         )
-        ids_file.unlink(missing_ok=True)
+        # Checkpoint first: killed between the two, a resume must not find a checkpoint whose
+        # ids file is gone (it would pad a new one with zeros and report false duplicates).
         ckpt_file.unlink(missing_ok=True)
+        ids_file.unlink(missing_ok=True)
+        if truncated:
+            raise TruncatedInputError(
+                f"{truncated[0]}; the {summary.rows_read:,} rows before the break are in "
+                f"{opts.output} and {rej_file.name}"
+            )
         return summary
 
     def _check_resumable(self, state: dict[str, Any], opts: ScoreOptions) -> None:

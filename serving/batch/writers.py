@@ -3,10 +3,15 @@
 CSV and JSONL are appended to one file whose byte offset is checkpointed after each chunk; on
 resume the file is cut back to the checkpointed offset. Parquet cannot be appended to, so each
 chunk is written as a part file and the parts are merged, row group by row group, at the end.
+
+CSV output is opened in spreadsheets, so a cell that starts like a formula (`= + - @`, a tab or a
+carriage return) gets a leading `'` and shows as text (CSV injection); plain numbers such as `-5`
+stay as they are. JSONL and Parquet keep every value verbatim.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,6 +23,7 @@ from typing import Any, Protocol
 from serving.contract.errors import InputError
 
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def output_format(path: Path, fmt: str | None) -> str:
@@ -44,6 +50,7 @@ class ChunkWriter(Protocol):
     def write_chunk(self, rows: list[dict[str, Any]], columns: list[str]) -> None: ...
     def position(self) -> int: ...
     def finish(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 def _fsync(handle: Any) -> None:
@@ -68,20 +75,51 @@ class _AppendWriter:
         _fsync(self.handle)
         self.handle.close()
 
+    def abort(self) -> None:
+        """Close after a failed write; a resume cuts the file back to the checkpoint anyway."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
+
 
 class CsvWriter(_AppendWriter):
     """CSV with a header row; every value written as text."""
 
     def write_chunk(self, rows: list[dict[str, Any]], columns: list[str]) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        table = [[_safe_cell(_cell(row.get(c))) for c in columns] for row in rows]
         if not self.started:
-            writer.writerow(columns)
+            table.insert(0, [_safe_cell(c) for c in columns])
             self.started = True
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-        self.handle.write(buf.getvalue().encode("utf-8"))
+        self.handle.write(_csv_lines(table).encode("utf-8"))
         _fsync(self.handle)
+
+
+def _csv_lines(table: list[list[str]]) -> str:
+    """CSV rows, each ending in a newline.
+
+    csv quotes a field only for the characters of its line terminator: with CRLF a field holding
+    a bare carriage return is quoted too (with LF alone it was not, and the row split in two when
+    read back); each row still ends in LF as before.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    lines = []
+    for cells in table:
+        writer.writerow(cells)
+        lines.append(buf.getvalue()[:-2] + "\n")
+        buf.seek(0)
+        buf.truncate()
+    return "".join(lines)
+
+
+def _safe_cell(text: str) -> str:
+    """`text` as a spreadsheet shows it rather than runs it: a formula-like start gets a `'`."""
+    if not text.startswith(_FORMULA_START):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text  # a plain number is never a formula
 
 
 def _cell(value: Any) -> str:
@@ -120,6 +158,9 @@ class ParquetWriter:
 
     def position(self) -> int:
         return self.count
+
+    def abort(self) -> None:
+        """Nothing is open between chunks; part files past the checkpoint go on resume."""
 
     def write_chunk(self, rows: list[dict[str, Any]], columns: list[str]) -> None:
         import pyarrow as pa

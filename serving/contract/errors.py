@@ -5,6 +5,7 @@ DualscreenError
 ├── ConfigError          a training or serving setting is invalid
 ├── InputError           a user file cannot be read at all (missing, wrong format, bad column map)
 │   └── TruncatedInputError  a compressed file ended early (rows before it were delivered)
+├── OutputError          an output file cannot be written (disk full, size limit, read-only)
 └── ArtifactError        a model folder is unusable
     ├── FormatVersionError   written by an incompatible dualscreen
     └── ChecksumError        a file does not match the manifest's sha256
@@ -31,6 +32,10 @@ class InputError(DualscreenError):
 
 class TruncatedInputError(InputError):
     """A compressed input ended before its end-of-stream marker."""
+
+
+class OutputError(DualscreenError):
+    """An output file cannot be written; the last checkpoint still stands."""
 
 
 class ArtifactError(DualscreenError):

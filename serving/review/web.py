@@ -31,6 +31,8 @@ from fastapi.security import APIKeyHeader
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from serving.api.deps import AppState
 from serving.api.errors import ApiError, envelope
@@ -82,6 +84,7 @@ MESSAGES = {
     "logged_out": "You are logged out.",
     "expired": "Your session expired; log in again.",
 }
+STORE_DOWN = "review store unavailable; retry shortly"
 _STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -318,7 +321,11 @@ def _api_actor(needed: Literal["review", "admin"]) -> Any:
 ReviewActor = Annotated[Actor, Depends(_api_actor("review"))]
 AdminActor = Annotated[Actor, Depends(_api_actor("admin"))]
 
-api = APIRouter(prefix="/v1/review", tags=["review"])
+api = APIRouter(
+    prefix="/v1/review",
+    tags=["review"],
+    responses={503: {"description": "review store unavailable; retry after Retry-After seconds"}},
+)
 ItemId = Annotated[int, PathParam(ge=1, le=2**62, description="the review item's number")]
 
 
@@ -660,6 +667,15 @@ def current_user(request: Request, svc: ReviewService) -> WebUser:
         if user is None or not user.active:
             raise LoginRequired(path)
         return WebUser(user.id, user.name, user.role, svc.signer.csrf_token(data.sid))
+
+
+def _page_user(request: Request, svc: Service) -> WebUser:
+    """`current_user` as a dependency: it runs before the form is validated, so an anonymous post
+    goes to the log-in page instead of learning which fields the form needs."""
+    return current_user(request, svc)
+
+
+PageUser = Annotated[WebUser, Depends(_page_user)]
 
 
 def _check_post(request: Request, svc: ReviewService, user: WebUser, csrf: str | None) -> None:
@@ -1076,6 +1092,7 @@ def page_submit(
     item_id: int,
     request: Request,
     svc: Service,
+    user: PageUser,
     review_id: Annotated[int, Form(ge=1, le=2**62)],
     version: Annotated[int, Form(ge=1, le=2**62)],
     action: Annotated[str, Form(max_length=20)] = "submit",
@@ -1085,7 +1102,6 @@ def page_submit(
     filters: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Accept the suggestion, submit changed labels, mark needs-info, or skip."""
-    user = current_user(request, svc)
     _check_post(request, svc, user, csrf)
     chosen = list(labels or [])
     try:
@@ -1206,9 +1222,27 @@ def install_review(app: FastAPI, state: AppState) -> ReviewService:
         assert isinstance(exc, ReviewError)
         return envelope(exc.status, str(exc), exc.detail)
 
+    async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+        # The database restarted, failed over or is saturated: a retryable 503, not a 500. The
+        # pool's pre-ping reconnects once it is back; a retried submission that had committed
+        # gets 409 naming the caller's own review, so nothing is recorded twice.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        log.warning(
+            "review store unavailable (%s %s): %s", request.method, request.url.path, reason
+        )
+        retry_after = state.settings.retry_after_s
+        headers = {"Retry-After": str(retry_after)}
+        if request.url.path.startswith("/review"):
+            page = _render(svc, request, "error.html", {"status": 503, "error": STORE_DOWN}, 503)
+            page.headers.update(headers)
+            return page
+        return envelope(503, STORE_DOWN, {"retry_after_s": retry_after}, headers)
+
     app.add_exception_handler(PageError, on_page_error)
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_exception_handler(ReviewError, on_review_error)
+    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(unavailable, on_store_unavailable)
     return svc
 
 
