@@ -50,7 +50,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, mlflow_store: str):
 
 
 def _reused(variable: str) -> Path | None:
-    """A developer shortcut: DUALSCREEN_TEST_SMOKE_MODEL / _TFIDF_MODEL name already-trained folders.
+    """Developer shortcut: DUALSCREEN_TEST_SMOKE_MODEL / _TFIDF_MODEL name trained folders.
 
     Only for iterating on a few tests locally; CI and `make test` leave them unset, so the session
     trains its own smoke model.

@@ -7,8 +7,11 @@ file that cannot be read at all raises `InputError`; a gzip stream that ends ear
 `TruncatedInputError` after every row before the break has been yielded.
 
 Compromise: CSV records are decoded line by line with `surrogateescape`, so one undecodable byte
-rejects its own record and no other; a quote left open swallows following lines into one field,
-which is reported as malformed quoting once the field grows past `max_field_chars` or the file ends.
+rejects its own record and no other. A quote left open swallows the following lines into one
+field; when that record comes out malformed (wrong column count, its quote closed mid-field, still
+open at the end of the file, or past the field limit) only its first line is rejected and the
+lines it swallowed are read again as rows. An open quote that a later quote happens to close
+cleanly, with the right column count, goes unnoticed: no reader can tell it from a multi-line field.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ DEFAULT_TEXT_COLS = ("title", "description", "brand", "seller_category")
 DEFAULT_MAX_FIELD_CHARS = 1_000_000
 MAX_JSON_DEPTH = 64
 _RAW_PREVIEW = 2000
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,25 @@ def _depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
         elif isinstance(item, list):
             stack.extend((v, d + 1) for v in item)
     return deepest
+
+
+def _lone_surrogate(data: Mapping[str, Any]) -> str | None:
+    """Where a lone surrogate is in a decoded JSON object (`field 'x'`, `a field name`), or None."""
+    for key, value in data.items():
+        if _SURROGATE_RE.search(key):
+            return "a field name"
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE_RE.search(item):
+                    return f"field {key!r}"
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
 
 
 class _LabelParser:
@@ -313,21 +338,44 @@ def _read_delimited(
     csv.field_size_limit(max(max_field_chars * 4, 1 << 20))
     with handle:
         raw_lines = _lines(handle, path)
-        state = {"line": 0, "first": True}
+        state = {"line": 0, "first": True, "eof": False}
         utf16: list[str] = []
+        # The physical lines of the record being parsed, and lines to parse again: when a record
+        # that spans lines turns out malformed (a quote left open), only its first line is
+        # rejected and the lines it swallowed are read again as rows of their own.
+        record: list[tuple[int, str]] = []
+        again: deque[tuple[int, str]] = deque()
 
         def text_lines() -> Iterator[str]:
-            for raw in raw_lines:
-                if state["first"]:
-                    raw, problem = _strip_bom(raw)
-                    state["first"] = False
-                    if problem:
-                        utf16.append(problem)
+            while True:
+                if again:
+                    number, text = again.popleft()
+                else:
+                    raw = next(raw_lines, None)
+                    if raw is None:
+                        state["eof"] = True
                         return
-                state["line"] += 1
-                yield raw.decode("utf-8", "surrogateescape")
+                    if state["first"]:
+                        raw, problem = _strip_bom(raw)
+                        state["first"] = False
+                        if problem:
+                            utf16.append(problem)
+                            return
+                    state["line"] += 1
+                    number, text = state["line"], raw.decode("utf-8", "surrogateescape")
+                record.append((number, text))
+                yield text
 
-        reader = csv.reader(text_lines(), delimiter=delimiter, strict=False)
+        def new_reader() -> Iterator[list[str]]:
+            state["eof"] = False
+            return csv.reader(text_lines(), delimiter=delimiter, strict=False)
+
+        def read_again(lines: list[tuple[int, str]]) -> Iterator[list[str]]:
+            again.extendleft(reversed(lines))
+            # A reader whose input ended cannot be fed again; between records a new one is equal.
+            return new_reader() if state["eof"] else reader
+
+        reader = new_reader()
         try:
             header = next(reader)
         except StopIteration:
@@ -344,29 +392,49 @@ def _read_delimited(
             raise InputError(f"{path}: duplicate column names in header: {', '.join(dup)}")
         _check_text_cols(path, header, mapping)
         labels = _LabelParser(taxonomy, mapping.labels_col, header) if taxonomy else None
-        start = state["line"] + 1
         while True:
+            record.clear()
             try:
                 fields = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                yield RejectedRow(start, "", f"malformed CSV: {exc}", where)
-                start = state["line"] + 1
+                lines = record[:] or [(state["line"], "")]
+                yield RejectedRow(
+                    lines[0][0], _preview(lines[0][1]), _csv_problem(exc, max_field_chars), where
+                )
+                reader = read_again(lines[1:])
                 continue
-            end = state["line"]
+            lines = record[:]
+            line = lines[0][0]
             raw = delimiter.join(fields)
-            line = start
-            start = end + 1
             if not fields or (len(fields) == 1 and fields[0] == ""):
                 continue
+            unbalanced = None
+            if state["eof"]:
+                # The reader only returns a record after its input ended when a quoted field
+                # was still open: the quote opened in this record is never closed.
+                unbalanced = "a quoted field opened on this line is never closed"
+            elif len(lines) > 1 and (
+                len(fields) != len(header) or not _strict_record(lines, delimiter)
+            ):
+                # A quote left open is closed by some later quote, usually mid-field.
+                unbalanced = (
+                    f"a quoted field opened on this line runs on to line {lines[-1][0]} "
+                    f"({len(fields)} fields, header has {len(header)})"
+                )
+            if unbalanced is not None:
+                if len(lines) > 1:
+                    unbalanced += "; the lines after this one were read again as rows"
+                    raw = lines[0][1]
+                yield RejectedRow(line, _preview(raw), f"unbalanced quote: {unbalanced}", where)
+                reader = read_again(lines[1:])
+                continue
             if len(fields) != len(header):
-                spans = end - line + 1
-                hint = " (unbalanced quote?)" if spans > 1 else ""
                 yield RejectedRow(
                     line,
                     _preview(raw),
-                    f"wrong column count: {len(fields)} fields, header has {len(header)}{hint}",
+                    f"wrong column count: {len(fields)} fields, header has {len(header)}",
                     where,
                 )
                 continue
@@ -380,6 +448,28 @@ def _read_delimited(
                 continue
             data = dict(zip(header, fields, strict=True))
             yield _finish_row(line, raw, data, mapping, labels, max_field_chars, where)
+
+
+def _strict_record(lines: list[tuple[int, str]], delimiter: str) -> bool:
+    """Whether a record read over several lines is also well-formed CSV to a strict reader."""
+    try:
+        for _ in csv.reader((text for _, text in lines), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
+def _csv_problem(exc: csv.Error, max_field_chars: int) -> str:
+    message = str(exc)
+    if "field larger than field limit" in message:
+        return (
+            f"a field has over {csv.field_size_limit():,} characters, over the limit of "
+            f"{max_field_chars:,}"
+        )
+    if "new-line character seen in unquoted field" in message:
+        return "malformed CSV: a carriage return inside an unquoted field (quote the field)"
+    return f"malformed CSV: {message}"
 
 
 def _read_jsonl(
@@ -429,6 +519,9 @@ def _read_jsonl(
                     number, _preview(raw), f"malformed JSON: {exc.msg} at column {exc.colno}", where
                 )
                 continue
+            except ValueError as exc:  # a number past Python's integer-digits limit
+                yield RejectedRow(number, _preview(raw), f"malformed JSON: {exc}", where)
+                continue
             if not isinstance(data, dict):
                 yield RejectedRow(
                     number,
@@ -439,6 +532,16 @@ def _read_jsonl(
                 continue
             if _depth(data) > MAX_JSON_DEPTH:
                 yield RejectedRow(number, _preview(raw), "JSON nested too deeply", where)
+                continue
+            # A \ud800 escape decodes to a lone surrogate, which no UTF-8 writer or database takes.
+            surrogate = _lone_surrogate(data)
+            if surrogate is not None:
+                yield RejectedRow(
+                    number,
+                    _preview(raw),
+                    f"invalid unicode (a lone surrogate) in {surrogate}",
+                    where,
+                )
                 continue
             if not checked:
                 _check_text_cols(path, data.keys(), mapping)
@@ -478,9 +581,29 @@ def _read_parquet(
     number = 0
     try:
         for batch in pfile.iter_batches(batch_size=4096):
-            for data in batch.to_pylist():
+            try:
+                records: list[dict[str, Any] | str] = list(batch.to_pylist())
+            except UnicodeDecodeError:
+                # Arrow does not check that strings are UTF-8: find the rows that are not.
+                records = [_parquet_row(batch, i) for i in range(batch.num_rows)]
+            for data in records:
                 number += 1
+                if isinstance(data, str):
+                    reason = f"undecodable bytes (not UTF-8) in field {data!r}"
+                    yield RejectedRow(number, "", reason, where)
+                    continue
                 raw = json.dumps(data, ensure_ascii=False, default=str)
                 yield _finish_row(number, raw, data, mapping, labels, max_field_chars, where)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: Parquet data unreadable after row {number}: {exc}") from None
+
+
+def _parquet_row(batch: Any, index: int) -> dict[str, Any] | str:
+    """Row `index` of a record batch, or the name of its first column that is not UTF-8 there."""
+    row: dict[str, Any] = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            row[name] = column[index].as_py()
+        except UnicodeDecodeError:
+            return str(name)
+    return row

@@ -49,12 +49,14 @@ def normalize_text(value: str) -> str:
             break
         text = unescaped
     text = _TAG_RE.sub(" ", text)
-    text = unicodedata.normalize("NFKC", text)
     text = "".join(
         " " if ch in "\t\n\r\x0b\x0c" else ch
         for ch in text
         if ch not in _INVISIBLE and not _is_dropped_control(ch)
     )
+    # NFKC after dropping invisibles: "A\u200b\u0300" must compose to "À" now, not on a second
+    # call (NFKC itself never produces a character the line above drops).
+    text = unicodedata.normalize("NFKC", text)
     text = _WS_RE.sub(" ", text).strip()
     # A second pass catches entities or tags that NFKC or the first pass produced.
     if ("&" in text and html.unescape(text) != text) or _TAG_RE.search(text):

@@ -38,6 +38,7 @@ ITEM_STATUSES = ("pending", "in_review", "decided", "disagreement")
 REVIEW_STATUSES = ("draft", "submitted", "discarded")
 REVIEW_DECISIONS = ("controlled", "not_controlled", "needs_info")
 ROLES = ("reviewer", "admin")
+EXTERNAL_ID_MAX = 500  # characters of a listing's own id the queue keeps
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -100,7 +101,7 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     input_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    external_id: Mapped[str | None] = mapped_column(String(500), default=None)
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX), default=None)
     source: Mapped[str] = mapped_column(String(200), index=True)
     title: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text, default="")

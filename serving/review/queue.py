@@ -34,6 +34,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -43,13 +44,14 @@ from sqlalchemy.orm import Session
 
 from serving.contract.errors import DualscreenError
 from serving.review.audit import record_event
-from serving.review.models import Item, Review, Suggestion, utcnow
+from serving.review.models import EXTERNAL_ID_MAX, Item, Review, Suggestion, utcnow
 
 Status = Literal["pending", "in_review", "decided", "disagreement"]
 OPEN_STATUSES = ("pending", "in_review")
 ORDERS = ("margin", "entropy", "oldest", "newest")
 DEFAULT_THRESHOLD = 0.5
 _IN_CHUNK = 500
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 
 
 class ReviewError(DualscreenError):
@@ -327,6 +329,15 @@ def enqueue_predictions(
         session.close()
 
 
+def _storable(value: Any) -> str:
+    """Text a database can hold: no NUL (PostgreSQL refuses it), no lone surrogate (not UTF-8).
+
+    The model never reads either (`normalize_text` drops them), so the snapshot loses nothing
+    the reviewer needs.
+    """
+    return _UNSTORABLE_RE.sub("", str(value or ""))
+
+
 def _enqueue(
     session: Session,
     items: list[dict[str, Any]],
@@ -340,6 +351,13 @@ def _enqueue(
     now: dt.datetime | None,
 ) -> int:
     now = now or utcnow()
+    for record in items:
+        given = "" if record.get("id") is None else str(record.get("id"))
+        if len(given) > EXTERNAL_ID_MAX:
+            problem = f"{len(given):,} characters; the review queue keeps at most {EXTERNAL_ID_MAX}"
+            raise InvalidError(
+                f"id {given[:40]!r}...: {problem}", [{"field": "id", "problem": problem}]
+            )
     thresholds = dict(flag_thresholds or {})
     by_hash: dict[str, dict[str, Any]] = {}
     for record in items:
@@ -372,12 +390,12 @@ def _enqueue(
             ident = record.get("id")
             item = Item(
                 input_hash=h,
-                external_id=None if ident is None or ident == "" else str(ident),
+                external_id=None if ident is None or ident == "" else _storable(ident),
                 source=source,
-                title=str(record.get("title") or ""),
-                description=str(record.get("description") or ""),
-                brand=str(record.get("brand") or ""),
-                seller_category=str(record.get("seller_category") or ""),
+                title=_storable(record.get("title")),
+                description=_storable(record.get("description")),
+                brand=_storable(record.get("brand")),
+                seller_category=_storable(record.get("seller_category")),
                 attributes=dict(record.get("attributes") or {}),
                 text=str(record.get("text") or ""),
                 created_at=now,
