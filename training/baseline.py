@@ -81,10 +81,26 @@ def train_tfidf(cfg: Config, texts: list[str], y: NDArray[np.int64]) -> Any:
     return pipeline
 
 
-def save_tfidf(pipeline: Any, folder: Path) -> Path:
-    """Write the pipeline as model.skops."""
+def with_any_label_router(pipeline: Any, texts: list[str], y: NDArray[np.int64]) -> Any:
+    """A copy of a fitted baseline with one more column: "has any label" (the cascade router).
+
+    The features stay the fitted ones and the label columns are refitted on the same data with
+    the same settings (liblinear is deterministic), so the first columns equal the baseline's.
+    """
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+
+    features = pipeline.named_steps["features"]
+    classifier = clone(pipeline.named_steps["classifier"])
+    y = np.asarray(y)
+    classifier.fit(features.transform(texts), np.column_stack([y, y.any(axis=1)]).astype(int))
+    return Pipeline([("features", features), ("classifier", classifier)])
+
+
+def save_tfidf(pipeline: Any, folder: Path, name: str = "model.skops") -> Path:
+    """Write the pipeline as model.skops (or `name`)."""
     import skops.io as sio
 
-    path = folder / "model.skops"
+    path = folder / name
     sio.dump(pipeline, str(path))
     return path

@@ -387,24 +387,31 @@ def choose_clear_below(
 def attach_cascade(
     main: Packaged,
     base: Packaged,
+    train: Split,
     val: Split,
     sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
     max_share: float = 0.005,
 ) -> dict[str, Any]:
-    """Add the TF-IDF model as the cascade's first stage of the transformer artifact.
+    """Add the TF-IDF model, plus an any-label router column, as the cascade's first stage.
 
     Returns:
         Evaluation figures of the cascade on every evaluation set.
     """
     from serving.backends.cascade import CascadeBackend
+    from serving.backends.tfidf import TfidfBackend
     from serving.contract.artifact import CascadeStage
+    from training.baseline import save_tfidf, with_any_label_router
+    from training.calibrate import fit_platt
 
     labels = main.manifest.labels
-    shutil.copyfile(base.folder / "model.skops", main.folder / "cascade.skops")
-    p1 = apply_calibration(base.backend.logits(val.texts), base.manifest.calibration, labels)
+    pipeline = getattr(base.backend, "pipeline")  # noqa: B009 - a TfidfBackend
+    save_tfidf(with_any_label_router(pipeline, train.texts, train.y), main.folder, "cascade.skops")
+    raw = TfidfBackend(main.folder, main.manifest, "cascade.skops").raw(val.texts)
     positive = np.asarray(val.y.any(axis=1), dtype=bool)
-    cut = choose_clear_below(p1.max(axis=1), positive, max_share, ceiling=1.0)
-    cleared = p1.max(axis=1) < cut
+    any_a, any_b = fit_platt(raw[:, len(labels)], positive.astype(int))
+    risk = 1.0 / (1.0 + np.exp(-(raw[:, len(labels)] * any_a + any_b)))
+    cut = choose_clear_below(risk, positive, max_share, ceiling=1.0)
+    cleared = risk < cut
     stage = CascadeStage(
         clear_below=cut,
         model_file="cascade.skops",
@@ -417,12 +424,15 @@ def attach_cascade(
             if positive.any()
             else 0.0,
         },
+        router="any_label",
+        any_a=any_a,
+        any_b=any_b,
     )
     main.manifest = main.manifest.model_copy(update={"cascade": stage})
     cascade = CascadeBackend(main.folder, main.manifest)
     metrics, _ = _evaluate_sets(cascade, main.manifest, sets)
     for name, (texts, _, _) in sets.items():
-        routed, _ = cascade.route(texts)
+        routed, _, _ = cascade.route(texts)
         metrics[name]["cascade_cleared_share"] = round(float(routed.mean()), 4)
     return metrics
 
@@ -546,7 +556,7 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
             for s, m in bmetrics.items():
                 results[s]["tfidf"] = m
             if cfg.model.kind == "transformer" and cfg.track.export_onnx:
-                cascade_metrics = attach_cascade(main, base, splits["val"], sets)
+                cascade_metrics = attach_cascade(main, base, splits["train"], splits["val"], sets)
                 for s, m in cascade_metrics.items():
                     results[s]["cascade"] = m
             _finish_artifact(base, binfo, bmetrics, "", bfinal)

@@ -1,9 +1,14 @@
 """Cascade backend: a cheap TF-IDF first stage clears items far below the review band; only the
 rest reach the transformer.
 
-The first stage's calibrated risk (highest probability over labels) is compared with
-`manifest.cascade.clear_below`, chosen on validation so that at most 0.5 % of items with a label
-fall under it. Cleared items report the first stage's calibrated probabilities, each capped just
+The first stage's calibrated risk is compared with `manifest.cascade.clear_below`, chosen on
+validation so that at most 0.5 % of items with a label fall under it. The risk is the calibrated
+probability of a router trained on "has any label" (`router: any_label`, the first stage's last
+column), or, for older artifacts, the highest calibrated label probability (`max_label`). The
+any-label router clears far fewer real controlled items that do not look like the corpus (on the
+real components file 0.3 % of them instead of 30 % at the same validation cut).
+
+Cleared items report the first stage's calibrated probabilities, each capped just
 under its label's review threshold so that the item is `clear` under the transformer's own
 thresholds too, returned as the logits that the manifest's calibration maps onto them. Forwarded
 items get the transformer's logits unchanged, so their results equal the transformer alone. Items
@@ -50,20 +55,32 @@ class CascadeBackend:
         self.forwarded = 0
         self.cleared = 0
 
-    def route(self, texts: list[str]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-        """Which texts the first stage clears, and its calibrated probabilities."""
-        p1 = sigmoid(self.first.logits(texts) * self.a1 + self.b1)
+    def route(
+        self, texts: list[str]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+        """Which texts the first stage clears, its calibrated label probabilities, and its risk."""
+        raw = self.first.raw(texts)
+        n = len(self.manifest.labels)
+        p1 = sigmoid(raw[:, :n] * self.a1 + self.b1)
+        if self.stage.router == "any_label":
+            if raw.shape[1] <= n:
+                raise ArtifactError(
+                    f"{self.stage.model_file}: the cascade router needs an any-label column"
+                )
+            risk = sigmoid(raw[:, n] * self.stage.any_a + self.stage.any_b)
+        else:
+            risk = p1.max(axis=1) if len(texts) else np.zeros(0)
         vague = np.array(
             [is_insufficient(t, self.manifest.rules.min_words) for t in texts], dtype=bool
         )
-        cleared = np.asarray((p1.max(axis=1) < self.stage.clear_below) & ~vague, dtype=bool)
-        return cleared, p1
+        cleared = np.asarray((risk < self.stage.clear_below) & ~vague, dtype=bool)
+        return cleared, p1, risk
 
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
         """Transformer logits for forwarded texts; first-stage probabilities as logits otherwise."""
         if not texts:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
-        cleared, p1 = self.route(texts)
+        cleared, p1, _ = self.route(texts)
         out = np.zeros((len(texts), len(self.manifest.labels)), dtype=np.float32)
         p = np.clip(np.minimum(p1[cleared], self.review_cap), 1e-7, 1 - 1e-7)
         out[cleared] = ((np.log(p / (1 - p)) - self.b2) / self.a2).astype(np.float32)

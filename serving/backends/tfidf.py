@@ -40,9 +40,13 @@ class TfidfBackend:
         self.pipeline = load_skops(path)
         self.n_labels = len(manifest.labels)
 
-    def logits(self, texts: list[str]) -> NDArray[np.float32]:
-        """Decision-function values (logits of the logistic regressions)."""
+    def raw(self, texts: list[str]) -> NDArray[np.float32]:
+        """Every decision-function column: the labels, then any extra ones (a cascade router)."""
         if not texts:
             return np.zeros((0, self.n_labels), dtype=np.float32)
         scores = self.pipeline.decision_function(texts)  # type: ignore[attr-defined]
-        return np.asarray(scores, dtype=np.float32).reshape(len(texts), self.n_labels)
+        return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Decision-function values (logits of the logistic regressions), one per label."""
+        return self.raw(texts)[:, : self.n_labels]

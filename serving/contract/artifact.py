@@ -80,6 +80,12 @@ class CascadeStage(BaseModel):
     b: dict[str, float]
     max_clear_share_labelled: float = 0.005
     validation: dict[str, float] = Field(default_factory=dict)
+    # How the first stage's risk is read: "max_label", the highest calibrated label probability;
+    # or "any_label", a logistic regression trained on "has any label" (the first stage's extra
+    # last column), Platt-scaled with any_a, any_b.
+    router: Literal["max_label", "any_label"] = "max_label"
+    any_a: float = 1.0
+    any_b: float = 0.0
 
 
 class Int8Guard(BaseModel):
