@@ -122,8 +122,12 @@ def main() -> None:
     parser.add_argument("--rows-large", type=int, default=1_000_000)
     parser.add_argument("--memory-model", type=Path, default=ROOT / "models" / "dualscreen-tfidf")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory figures")
     args = parser.parse_args()
     listings = load_listings()
+    if args.memory_only:
+        print(json.dumps(memory_figures(args, listings), indent=2))
+        return
     from serving.contract.text import build_text
 
     texts = [build_text(**r).text for r in listings]
@@ -144,15 +148,23 @@ def main() -> None:
         "percent_of_int8_limit": round(100 * fast / limit, 1),
     }
     if not args.skip_memory:
-        work = ROOT / "var" / "bench"
-        small = make_catalog(work / f"catalog_{args.rows_small}.csv", args.rows_small, listings)
-        large = make_catalog(work / f"catalog_{args.rows_large}.csv", args.rows_large, listings)
-        result["memory_small"] = peak_rss_of_score(args.memory_model, small, work / "small.csv")
-        result["memory_large"] = peak_rss_of_score(args.memory_model, large, work / "large.csv")
-        result["memory_growth"] = round(
-            result["memory_large"]["peak_rss_mb"] / result["memory_small"]["peak_rss_mb"] - 1, 3
-        )
+        result.update(memory_figures(args, listings))
     print(json.dumps(result, indent=2))
+
+
+def memory_figures(args: argparse.Namespace, listings: list[dict[str, str]]) -> dict[str, object]:
+    """Peak RSS of `dualscreen score` on the small and the large synthetic catalog."""
+    work = ROOT / "var" / "bench"
+    small = make_catalog(work / f"catalog_{args.rows_small}.csv", args.rows_small, listings)
+    large = make_catalog(work / f"catalog_{args.rows_large}.csv", args.rows_large, listings)
+    result: dict[str, object] = {"model": str(args.memory_model)}
+    result["memory_small"] = s = peak_rss_of_score(args.memory_model, small, work / "small.csv")
+    result["memory_large"] = b = peak_rss_of_score(args.memory_model, large, work / "large.csv")
+    result["memory_growth"] = round(b["peak_rss_mb"] / s["peak_rss_mb"] - 1, 3)
+    for leftover in work.glob("*.csv*"):
+        if leftover.name.startswith(("small", "large")):
+            leftover.unlink()
+    return result
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Score the benchmark texts with one method and print its figures as JSON (run in a subprocess
 by run_all.py, so each method's peak memory is its own).
 
-    .venv/bin/python bench/methods.py --method onnx-int8 [--runs 3]
+    .venv/bin/python bench/methods.py --method onnx-int8 [--runs 3] [--only retail]
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, rss_mb
 
-METHODS = ("naive", "torch", "onnx", "onnx-int8", "cascade", "tfidf")
+METHODS = ("naive", "torch", "onnx", "onnx-int8-fast", "onnx-int8", "cascade", "tfidf")
 
 
-def labelled_texts(limit: int | None) -> tuple[list[str], np.ndarray, list[str]]:
-    """Real-world files when present plus the corpus test split: texts, truth, set names."""
+def labelled_texts(
+    limit: int | None, only: str | None = None
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Real-world files when present plus the corpus test split: texts, truth, set names.
+
+    `only` keeps one set (a real-world file's stem, e.g. "retail", or "corpus_test").
+    """
     from serving.contract.taxonomy import load_taxonomy
     from training.evaluate import load_labelled
 
@@ -45,6 +50,9 @@ def labelled_texts(limit: int | None) -> tuple[list[str], np.ndarray, list[str]]
     ys.append(np.array([[1 if lb in r["labels"] else 0 for lb in taxonomy.labels] for r in test]))
     names += ["corpus_test"] * len(test)
     y = np.vstack(ys)
+    if only is not None:
+        keep = [i for i, n in enumerate(names) if n == only]
+        texts, y, names = [texts[i] for i in keep], y[keep], [names[i] for i in keep]
     if limit:
         idx = np.random.default_rng(0).permutation(len(texts))[:limit]
         return [texts[i] for i in idx], y[idx], [names[i] for i in idx]
@@ -121,9 +129,10 @@ def main() -> None:
     parser.add_argument("--tfidf", type=Path, default=ROOT / "models" / "dualscreen-tfidf")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--only", default=None, help="one set: retail, components, corpus_test")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    texts, _, _ = labelled_texts(args.limit)
+    texts, _, _ = labelled_texts(args.limit, args.only)
     if args.method == "naive":
         texts = texts[: min(len(texts), 600)]
     args.out.write_text(json.dumps(run(args.method, args.model, args.tfidf, texts, args.runs)))

@@ -61,6 +61,10 @@ class DecideConfig(_Strict):
     target_recall: float = Field(default=0.97, gt=0.0, le=1.0)
     flag_precision: float = Field(default=0.90, gt=0.0, le=1.0)
     min_words: int = Field(default=3, ge=0)
+    # A review budget: stop widening the review band at a step that sends more than this many
+    # validation items without a label to review per newly caught item with one. None = no limit
+    # (the recall target decides alone).
+    max_cost_per_gain: float | None = Field(default=None, gt=0.0)
 
 
 class TrackConfig(_Strict):

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -259,6 +260,7 @@ def _calibrate_and_decide(
         cfg.decide.target_recall,
         cfg.decide.flag_precision,
         caught_anyway=vague,
+        max_cost_per_gain=cfg.decide.max_cost_per_gain or math.inf,
     )
     notes = {
         "val.ece_before": expected_calibration_error(raw_p, val.y),

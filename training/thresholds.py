@@ -81,6 +81,7 @@ def choose_thresholds(
     target_recall: float = 0.97,
     flag_precision: float = 0.90,
     caught_anyway: NDArray[np.bool_] | None = None,
+    max_cost_per_gain: float = math.inf,
 ) -> dict[str, LabelThresholds]:
     """Per-label flag and review thresholds from validation probabilities.
 
@@ -91,6 +92,8 @@ def choose_thresholds(
         target_recall: share of items with any label to flag or send to review.
         flag_precision: precision that flags of each label must reach.
         caught_anyway: items routed to review whatever their scores (insufficient detail).
+        max_cost_per_gain: stop before a step that would send more than this many items without
+            a label to review per newly caught item with one (the target may then be missed).
 
     Returns:
         label -> thresholds (review <= flag).
@@ -119,7 +122,7 @@ def choose_thresholds(
             key = (cost / gain, -gain, j, t)
             if best is None or key < best:
                 best = key
-        if best is None:
+        if best is None or best[0] > max_cost_per_gain:
             break
         _, _, j, t = best
         review[j] = t
