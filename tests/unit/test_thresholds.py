@@ -52,3 +52,14 @@ def test_caught_anyway_counts_toward_recall():
     y = np.array([[1], [1]])
     assert any_label_recall(p, y, np.array([0.5])) == 0.5
     assert any_label_recall(p, y, np.array([0.5]), np.array([False, True])) == 1.0
+
+
+def test_review_budget_stops_before_an_expensive_step():
+    # Catching the hard positive of label b (0.15) also sends two items without a label (0.2 and
+    # 0.17) to review: a cost of 2 per gain. A budget of 1 stops before it; a budget of 2 allows it.
+    p = np.array([[0.95, 0.01], [0.9, 0.02], [0.05, 0.9], [0.02, 0.15], [0.1, 0.17], [0.03, 0.2]])
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]])
+    tight = choose_thresholds(p, y, ["a", "b"], 1.0, 0.9, max_cost_per_gain=1.0)
+    assert tight["b"].review == pytest.approx(0.9)
+    loose = choose_thresholds(p, y, ["a", "b"], 1.0, 0.9, max_cost_per_gain=2.0)
+    assert loose["b"].review == pytest.approx(0.15)
