@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -169,13 +167,9 @@ def test_existing_output_and_unfinished_run_are_protected(scorer, tmp_path):
 
 
 def _cli(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "score", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+    from tests.faults.conftest import score_cli
+
+    return score_cli(args)
 
 
 @pytest.mark.parametrize("ext", [".csv", ".parquet"])
