@@ -41,19 +41,32 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+DEVELOPMENT_KEY = ApiKey("development", "", frozenset({"classify", "review", "admin"}))
+
+
+def authenticate_key(state: AppState, key: str | None) -> ApiKey | None:
+    """The key store's entry for `key`, or None when the store does not know it.
+
+    Development mode without any configured key admits everyone as DEVELOPMENT_KEY (all scopes);
+    otherwise a request without a key is refused with 401. Shared by the classification API and
+    the review API, which looks unknown keys up among its users' keys next.
+    """
+    if state.settings.mode == "development" and not state.keys.keys:
+        return DEVELOPMENT_KEY
+    if not key:
+        raise ApiError(
+            401,
+            "missing API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
+    return state.keys.find(key)
+
+
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
     """A dependency that admits keys with `scope` (401 without a valid key, 403 without scope)."""
 
     async def check(state: State, key: Annotated[str | None, Depends(_header)]) -> ApiKey:
-        if state.settings.mode == "development" and not state.keys.keys:
-            return ApiKey("development", "", frozenset({"classify", "review", "admin"}))
-        if not key:
-            raise ApiError(
-                401,
-                "missing API key: send it in the X-API-Key header",
-                headers={"WWW-Authenticate": "APIKey"},
-            )
-        found = state.keys.find(key)
+        found = authenticate_key(state, key)
         if found is None:
             raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "APIKey"})
         if scope not in found.scopes:

@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from serving.api.deps import AppState
+from serving.api.deps import DEVELOPMENT_KEY, AppState, authenticate_key
 from serving.api.errors import ApiError, envelope
 from serving.contract.errors import DualscreenError
 from serving.contract.schemas import Item as ItemIn
@@ -291,15 +291,9 @@ _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an A
 def _api_actor(needed: Literal["review", "admin"]) -> Any:
     def check(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> Actor:
         state: AppState = request.app.state.dualscreen
-        if state.settings.mode == "development" and not state.keys.keys:
+        found = authenticate_key(state, key)
+        if found is DEVELOPMENT_KEY:
             return Actor("development", "admin")
-        if not key:
-            raise ApiError(
-                401,
-                "missing API key: send it in the X-API-Key header",
-                headers={"WWW-Authenticate": "APIKey"},
-            )
-        found = state.keys.find(key)
         if found is not None:
             if "review" not in found.scopes:
                 raise ApiError(403, "this API key lacks the 'review' scope")
@@ -308,7 +302,7 @@ def _api_actor(needed: Literal["review", "admin"]) -> Any:
             return Actor(f"key:{found.name}", "admin" if "admin" in found.scopes else "reviewer")
         svc = get_service(request)
         with svc.store().reader() as session:
-            user = user_by_api_key(session, key)
+            user = user_by_api_key(session, key) if key else None
         if user is None:
             raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "APIKey"})
         if needed == "admin" and user.role != "admin":

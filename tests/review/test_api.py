@@ -70,6 +70,16 @@ async def test_api_auth_and_scopes(store, db_url):
         envelope(await client.get("/v1/review/stats", headers=user_key), 403)
 
 
+async def test_development_mode_without_keys_admits_the_review_api_as_admin(store, db_url):
+    # The same rule as the classification API (serving.api.deps.authenticate_key): development
+    # mode with no key configured admits every caller, as the admin "development".
+    async with serve(db_url, api_keys=None, mode="development") as client:
+        for path in ("/v1/review/queue", "/v1/review/stats", "/v1/review/audit"):
+            assert (await client.get(path)).status_code == 200, path
+    async with serve(db_url, mode="development") as client:  # keys configured: they count
+        envelope(await client.get("/v1/review/stats"), 401)
+
+
 async def test_claim_submit_conflict_and_history_over_http(store, db_url):
     enqueue(store, [prediction("h1", "GNSS RTK module", {"navigation_avionics": 0.47})])
     enqueue(store, [prediction("h2", "Cotton shirt", {"navigation_avionics": 0.05})])
