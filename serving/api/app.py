@@ -45,15 +45,9 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
+        too_large = (413, f"request body over {self.limit} bytes", {"max_body_bytes": self.limit})
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reply(
-                scope,
-                receive,
-                send,
-                413,
-                f"request body over {self.limit} bytes",
-                {"max_body_bytes": self.limit},
-            )
+            await self._reply(scope, receive, send, *too_large)
             return
         chunks: list[bytes] = []
         size = 0
@@ -64,14 +58,7 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.limit:
-                await self._reply(
-                    scope,
-                    receive,
-                    send,
-                    413,
-                    f"request body over {self.limit} bytes",
-                    {"max_body_bytes": self.limit},
-                )
+                await self._reply(scope, receive, send, *too_large)
                 return
             chunks.append(body)
             if not message.get("more_body", False):

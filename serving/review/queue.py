@@ -289,7 +289,8 @@ def enqueue_predictions(
         How many (listing, model version) pairs were new, i.e. how many suggestions were queued.
     """
     session, owned = _new_session_target(session_or_store)
-    if not owned:
+
+    def run() -> int:
         return _enqueue(
             session,
             items,
@@ -302,24 +303,16 @@ def enqueue_predictions(
             actor,
             now,
         )
+
+    if not owned:
+        return run()
     from sqlalchemy.exc import IntegrityError
 
     try:
         for attempt in range(2):
             try:
                 with session.begin():
-                    return _enqueue(
-                        session,
-                        items,
-                        model_name,
-                        model_version,
-                        taxonomy_version,
-                        source,
-                        flag_thresholds,
-                        double_review_share,
-                        actor,
-                        now,
-                    )
+                    return run()
             except IntegrityError:
                 # A concurrent writer inserted one of these listings first: the retry sees it.
                 if attempt:
