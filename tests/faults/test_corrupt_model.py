@@ -25,7 +25,7 @@ from serving.api.app import create_app
 from serving.api.settings import Settings
 from serving.contract.artifact import read_manifest, write_manifest
 from serving.contract.errors import DualscreenError
-from tests.faults.conftest import free_port
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

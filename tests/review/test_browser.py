@@ -9,18 +9,15 @@ reads the history; a screenshot of the item page is saved in tests/review/artifa
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.review.store import ReviewStore
 from serving.review.users import create_user
 from tests.review.conftest import make_settings
+from tests.servers import uvicorn_thread
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -38,7 +35,6 @@ pytestmark = [
 @pytest.fixture()
 def live(tmp_path, predictor) -> Iterator[tuple[str, ReviewStore]]:
     """API + review UI on 127.0.0.1 (random port), with a reviewer, an admin and queued items."""
-    import uvicorn
 
     from serving.api.app import create_app
     from serving.review.web import scored_items
@@ -73,27 +69,8 @@ def live(tmp_path, predictor) -> Iterator[tuple[str, ReviewStore]]:
         "browser-test",
         flag_thresholds={lb: t.flag for lb, t in m.thresholds.items()},
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = create_app(make_settings(url), predictor=predictor)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise RuntimeError("server did not become ready")
-    yield base, store
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_thread(create_app(make_settings(url), predictor=predictor)) as base:
+        yield base, store
     store.dispose()
 
 

@@ -116,13 +116,14 @@ async def test_secrets_never_reach_logs_console_or_audit(store, db_url, predicto
 
 @pytest.mark.slow
 def test_first_run_prints_its_secrets_once_and_logs_none(smoke_model, tmp_path):
-    from tests.service.test_first_run import _port, _start, _stop, _wait_ready
+    from tests.servers import free_port, wait_ready
+    from tests.service.test_first_run import _start, _stop
 
-    port = _port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, smoke_model, port)
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         keys = json.loads((tmp_path / "var" / "api_keys.json").read_text())["keys"]
         assert len(keys) == 1
         with httpx.Client(base_url=base, timeout=60) as browser:
@@ -141,7 +142,7 @@ def test_first_run_prints_its_secrets_once_and_logs_none(smoke_model, tmp_path):
     session_secret = (tmp_path / "var" / "session_secret").read_text().strip()
     proc = _start(tmp_path, smoke_model, port)
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         with httpx.Client(base_url=base, timeout=60) as browser:
             r = browser.post("/v1/classify", json=SHIRT, headers={"X-API-Key": key})
             assert r.status_code == 200

@@ -60,29 +60,7 @@ async def client(predictor) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def live_server(predictor):
     """A real uvicorn server on 127.0.0.1 (random port) in a background thread."""
-    import socket
-    import threading
-    import time
+    from tests.servers import uvicorn_thread
 
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = create_app(make_settings(), predictor=predictor)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise RuntimeError("server did not become ready")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_thread(create_app(make_settings(), predictor=predictor)) as base:
+        yield base

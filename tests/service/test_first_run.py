@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.servers import free_port, wait_ready
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(cwd: Path, model: Path, port: int) -> subprocess.Popen[str]:
@@ -51,19 +45,6 @@ def _start(cwd: Path, model: Path, port: int) -> subprocess.Popen[str]:
     )
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become ready")
-
-
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
@@ -71,11 +52,11 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 def test_first_run_creates_key_and_admin_once(smoke_model, tmp_path):
-    port = _port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, smoke_model, port)
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         r = httpx.post(f"{base}/v1/classify", json={"title": "Cotton T-shirt"})
         assert r.status_code == 401
     finally:
@@ -88,7 +69,7 @@ def test_first_run_creates_key_and_admin_once(smoke_model, tmp_path):
 
     proc = _start(tmp_path, smoke_model, port)
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         r = httpx.post(
             f"{base}/v1/classify",
             json={"title": "Cotton T-shirt, crew neck"},
