@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import subprocess
 import sys
@@ -25,24 +24,11 @@ from pathlib import Path
 
 from common import ROOT, load_listings
 from limits import int8_gemm_gops, minilm_flops
+from methods import naive_pipeline
 
 
 def naive_rate(model: Path, texts: list[str]) -> float:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    pipe = pipeline(
-        "text-classification",
-        model=str(model),
-        tokenizer=str(model),
-        device="cpu",
-        top_k=None,
-        function_to_apply="sigmoid",
-        truncation=True,
-        max_length=128,
-    )
+    pipe = naive_pipeline(model)
     for t in texts[:10]:
         pipe(t)
     started = time.perf_counter()

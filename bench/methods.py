@@ -12,6 +12,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import ROOT, rss_mb
@@ -59,25 +60,30 @@ def labelled_texts(
     return texts, y, names
 
 
+def naive_pipeline(model: Path) -> Any:
+    """The anchor: transformers `pipeline("text-classification")` on the torch model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return pipeline(
+        "text-classification",
+        model=str(model),
+        tokenizer=str(model),
+        device="cpu",
+        top_k=None,
+        function_to_apply="sigmoid",
+        truncation=True,
+        max_length=128,
+    )
+
+
 def run(method: str, model: Path, tfidf: Path, texts: list[str], runs: int) -> dict:
     from serving.contract.decide import calibrate
 
     if method == "naive":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import pipeline
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        pipe = pipeline(
-            "text-classification",
-            model=str(model),
-            tokenizer=str(model),
-            device="cpu",
-            top_k=None,
-            function_to_apply="sigmoid",
-            truncation=True,
-            max_length=128,
-        )
+        pipe = naive_pipeline(model)
         label_order = [pipe.model.config.id2label[i] for i in range(pipe.model.config.num_labels)]
 
         def score(batch: list[str]) -> np.ndarray:
