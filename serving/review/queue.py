@@ -593,6 +593,26 @@ def _refresh_status(session: Session, item: Item, now: dt.datetime) -> str:
     return status
 
 
+def _expire(session: Session, review: Review, seen: int, now: dt.datetime) -> bool:
+    """Discard a draft whose lease ran out (compare-and-swap on `seen`) and audit it.
+
+    Returns False when another writer changed the review first (nothing is recorded).
+    """
+    if not _swap_review(session, review, seen, status="discarded", discard_reason="expired"):
+        return False
+    record_event(
+        session,
+        "system",
+        "claim.expire",
+        item_id=review.item_id,
+        review_id=review.id,
+        before={"status": "draft", "reviewer": review.reviewer},
+        after={"status": "discarded", "discard_reason": "expired"},
+        at=now,
+    )
+    return True
+
+
 def release_expired(session: Session, now: dt.datetime | None = None) -> int:
     """Discard drafts whose lease ran out (audited as `claim.expire`); returns how many."""
     now = now or utcnow()
@@ -604,22 +624,10 @@ def release_expired(session: Session, now: dt.datetime | None = None) -> int:
             item = session.get(Item, review.item_id)
             assert item is not None
             _touch(session, item)
-            if not _swap_review(
-                session, review, seen, status="discarded", discard_reason="expired"
-            ):
+            if not _expire(session, review, seen, now):
                 nested.rollback()
                 continue
             _refresh_status(session, item, now)
-            record_event(
-                session,
-                "system",
-                "claim.expire",
-                item_id=item.id,
-                review_id=review.id,
-                before={"status": "draft", "reviewer": review.reviewer},
-                after={"status": "discarded", "discard_reason": "expired"},
-                at=now,
-            )
             released += 1
     return released
 
@@ -658,22 +666,10 @@ def _take_slot(
             nested.rollback()
             return None
         for old in reviews:
-            if old.status == "draft" and old.lease_until <= now:
-                if not _swap_review(
-                    session, old, old.version, status="discarded", discard_reason="expired"
-                ):
-                    nested.rollback()
-                    return None
-                record_event(
-                    session,
-                    "system",
-                    "claim.expire",
-                    item_id=item.id,
-                    review_id=old.id,
-                    before={"status": "draft", "reviewer": old.reviewer},
-                    after={"status": "discarded", "discard_reason": "expired"},
-                    at=now,
-                )
+            expired = old.status == "draft" and old.lease_until <= now
+            if expired and not _expire(session, old, old.version, now):
+                nested.rollback()
+                return None
         review = Review(
             item_id=item.id,
             suggestion_id=suggestion.id if suggestion else None,
