@@ -36,6 +36,9 @@ class ModelConfig(_Strict):
     max_tokens: int = Field(default=128, ge=8, le=512)
     max_chars: int = Field(default=2000, ge=50)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # Text put before every input at tokenisation; None: what the base model expects
+    # ("passage: " for e5 models, "" otherwise). Stored in the manifest for serving.
+    text_prefix: str | None = None
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
     tfidf_max_features: int = Field(default=2**18, ge=1024)
@@ -55,16 +58,23 @@ class TrainConfig(_Strict):
     threads: int = Field(default=0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_minutes: float = Field(default=18.0, gt=0.0)
+    # Keep the word-embedding table fixed (large multilingual vocabularies train ~2.5x faster).
+    freeze_embeddings: bool = False
 
 
 class DecideConfig(_Strict):
     target_recall: float = Field(default=0.97, gt=0.0, le=1.0)
     flag_precision: float = Field(default=0.90, gt=0.0, le=1.0)
+    # Per-label flag precision targets that override `flag_precision` for the labels they name.
+    flag_precision_by_label: dict[str, float] = Field(default_factory=dict)
     min_words: int = Field(default=3, ge=0)
-    # A review budget: stop widening the review band at a step that sends more than this many
+    # The review budget: stop widening the review band at a step that sends more than this many
     # validation items without a label to review per newly caught item with one. None = no limit
-    # (the recall target decides alone).
-    max_cost_per_gain: float | None = Field(default=None, gt=0.0)
+    # (the recall target decides alone). `serve` and `score` can override it (--review-budget):
+    # the manifest stores the whole search.
+    review_budget: float | None = Field(default=None, gt=0.0)
+    # No review threshold goes below this calibrated probability.
+    review_floor: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class TrackConfig(_Strict):

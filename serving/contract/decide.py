@@ -6,13 +6,15 @@ model card reports are the numbers users get.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.contract.artifact import Manifest
+from serving.contract.artifact import LabelThresholds, Manifest, ReviewPath
+from serving.contract.errors import DualscreenError
 from serving.contract.text import count_words
 
 Decision = Literal["flag", "review", "clear"]
@@ -144,3 +146,63 @@ def decision_codes(
     codes = codes.astype(np.int8)
     codes[(codes == 0) & vague] = 1
     return codes
+
+
+def parse_review_budget(text: str | float | None) -> float | None:
+    """Read a review budget setting: "default" (or None) keeps the model's, "none" lifts it.
+
+    A number is the most validation items without a label that one step of the review band may send
+    to review per newly caught item with one; "none", "off" or "unlimited" widen the band until the
+    model's recall target is met.
+    """
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        word = text.strip().lower()
+        if word in ("", "default"):
+            return None
+        if word in ("none", "off", "unlimited", "inf"):
+            return math.inf
+        try:
+            value = float(word)
+        except ValueError:
+            raise DualscreenError(
+                f"review budget {text!r}: expected a positive number, 'default' or 'none'"
+            ) from None
+    if not value > 0:
+        raise DualscreenError(f"review budget {text!r}: must be greater than 0")
+    return value
+
+
+def with_review_budget(manifest: Manifest, budget: float | None) -> Manifest:
+    """The manifest with review thresholds recomputed for `budget` from its stored review path.
+
+    None returns the manifest unchanged (the budget it was trained with). The flag thresholds never
+    change. Raises DualscreenError for a model without a review path (trained before it existed).
+    """
+    if budget is None:
+        return manifest
+    path = manifest.review_path
+    if path is None:
+        raise DualscreenError(
+            f"model {manifest.name} {manifest.version} stores no review path; retrain it to set "
+            "a review budget at serving time"
+        )
+    flag = {lb: manifest.thresholds[lb].flag for lb in manifest.labels}
+    thresholds = thresholds_for_budget(flag, path, budget)
+    new_path = path.model_copy(update={"budget": None if math.isinf(budget) else budget})
+    return manifest.model_copy(update={"thresholds": thresholds, "review_path": new_path})
+
+
+def thresholds_for_budget(
+    flag: dict[str, float], path: ReviewPath, budget: float = math.inf
+) -> dict[str, LabelThresholds]:
+    """Thresholds after the path's steps up to the first one costing more than `budget`."""
+    review = dict(flag)
+    for step in path.steps:
+        if step.cost_per_gain > budget:
+            break
+        review[step.label] = min(review[step.label], step.review)
+    return {lb: LabelThresholds(flag=f, review=min(review[lb], f)) for lb, f in flag.items()}

@@ -1,12 +1,16 @@
+import math
+
 import numpy as np
 import pytest
 
+from serving.contract.decide import thresholds_for_budget
 from training.thresholds import (
     NEVER,
     any_label_recall,
     choose_flag_threshold,
     choose_thresholds,
     recall_threshold,
+    review_search,
 )
 
 
@@ -63,3 +67,47 @@ def test_review_budget_stops_before_an_expensive_step():
     assert tight["b"].review == pytest.approx(0.9)
     loose = choose_thresholds(p, y, ["a", "b"], 1.0, 0.9, max_cost_per_gain=2.0)
     assert loose["b"].review == pytest.approx(0.15)
+
+
+# The same case as above: label b's hard positive (0.15) costs two items without a label.
+_P = np.array([[0.95, 0.01], [0.9, 0.02], [0.05, 0.9], [0.02, 0.15], [0.1, 0.17], [0.03, 0.2]])
+_Y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]])
+
+
+def test_review_path_records_every_step_with_its_cost():
+    # No label reaches 3 flags at precision 0.9, so both flag thresholds are NEVER and the search
+    # starts from nothing caught: four steps, the last one (b's hard positive) at a cost of 2.
+    flag, path = review_search(_P, _Y, ["a", "b"], target_recall=1.0, flag_precision=0.9)
+    assert flag == {"a": NEVER, "b": NEVER}
+    assert [(s.label, s.review, s.cost_per_gain) for s in path.steps] == [
+        ("a", 0.95, 0.0),
+        ("a", 0.9, 0.0),
+        ("b", 0.9, 0.0),
+        ("b", 0.15, 2.0),
+    ]
+    assert [s.recall for s in path.steps] == [0.25, 0.5, 0.75, 1.0]
+    assert [s.review_rate for s in path.steps] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 1.0])
+    assert path.start_recall == 0.0
+
+
+def test_budget_takes_a_prefix_of_the_path():
+    flag, path = review_search(_P, _Y, ["a", "b"], 1.0, 0.9)
+    for budget, b_review in ((0.5, 0.9), (1.9, 0.9), (2.0, 0.15), (math.inf, 0.15)):
+        t = thresholds_for_budget(flag, path, budget)
+        assert t["b"].review == pytest.approx(b_review)
+        assert t == choose_thresholds(_P, _Y, ["a", "b"], 1.0, 0.9, max_cost_per_gain=budget)
+
+
+def test_review_floor_keeps_thresholds_above_it():
+    _, path = review_search(_P, _Y, ["a", "b"], 1.0, 0.9, review_floor=0.2)
+    assert [s.review for s in path.steps] == [0.95, 0.9, 0.9]  # b's 0.15 is under the floor
+    assert path.steps[-1].recall == 0.75
+
+
+def test_flag_precision_per_label():
+    col = np.array([0.95, 0.9, 0.85, 0.8, 0.1])
+    truth = np.array([1, 1, 1, 0, 0])
+    p = np.stack([col, col], axis=1)
+    y = np.stack([truth, truth], axis=1)
+    flag, _ = review_search(p, y, ["a", "b"], 1.0, {"*": 0.9, "b": 0.7})
+    assert flag == {"a": 0.85, "b": 0.8}  # b accepts 3 of 4 flags right

@@ -1,0 +1,126 @@
+"""The review budget as a serving setting: recomputed from the stored review path, no retraining."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.batch.score import ScoreOptions, Scorer
+from serving.contract.artifact import verify_artifact
+from serving.contract.decide import parse_review_budget, thresholds_for_budget, with_review_budget
+from serving.contract.errors import DualscreenError, InputError
+from serving.contract.readers import ColumnMapping
+from serving.predictor import Predictor
+from serving.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_parse_review_budget():
+    assert parse_review_budget(None) is None
+    assert parse_review_budget("default") is None
+    assert parse_review_budget(" None ") == math.inf
+    assert parse_review_budget("off") == math.inf
+    assert parse_review_budget("2.5") == 2.5
+    assert parse_review_budget(4) == 4.0
+    for bad in ("0", "-1", "cheap", "nan"):
+        with pytest.raises(DualscreenError, match="review budget"):
+            parse_review_budget(bad)
+
+
+def test_settings_reject_a_bad_budget():
+    assert Settings(mode="development", review_budget="3").review_budget == "3"
+    with pytest.raises(ValueError, match="review budget"):
+        Settings(mode="development", review_budget="lots")
+
+
+def test_budget_recomputes_review_thresholds_from_the_path(smoke_model: Path):
+    manifest = verify_artifact(smoke_model)
+    path = manifest.review_path
+    assert path is not None and path.steps, "a trained model stores its review search"
+    flag = {lb: manifest.thresholds[lb].flag for lb in manifest.labels}
+    # The thresholds the model ships are the path cut at its trained budget.
+    trained = thresholds_for_budget(flag, path, path.budget or math.inf)
+    assert trained == manifest.thresholds
+    assert with_review_budget(manifest, None) is manifest
+    costs = sorted({s.cost_per_gain for s in path.steps})
+    wide = with_review_budget(manifest, math.inf)
+    narrow = with_review_budget(manifest, costs[0] / 2 if costs[0] > 0 else 1e-9)
+    for lb in manifest.labels:
+        assert wide.thresholds[lb].flag == narrow.thresholds[lb].flag == flag[lb]
+        assert wide.thresholds[lb].review <= narrow.thresholds[lb].review
+    assert wide.review_path is not None and wide.review_path.budget is None
+    # Every step whose cost the budget allows, up to the first it does not, is applied.
+    for budget in costs:
+        t = with_review_budget(manifest, budget).thresholds
+        for step in path.steps:
+            if step.cost_per_gain > budget:
+                break
+            assert t[step.label].review <= step.review
+
+
+def test_a_lower_budget_sends_fewer_items_to_review(smoke_model: Path, root: Path):
+    rows = [json.loads(line) for line in (root / "data/corpus/corpus.jsonl").open()][:600]
+    wide = Predictor.load(smoke_model, review_budget=math.inf)
+    costs = sorted({s.cost_per_gain for s in wide.manifest.review_path.steps})  # type: ignore[union-attr]
+    narrow = Predictor.load(smoke_model, review_budget=costs[0] / 2 if costs[0] > 0 else 1e-9)
+    n_wide = sum(p.result.decision != "clear" for p in wide.predict(rows))
+    n_narrow = sum(p.result.decision != "clear" for p in narrow.predict(rows))
+    assert n_wide >= n_narrow
+    assert n_wide > n_narrow or costs == [0.0], "the widest band should catch more items"
+
+
+def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Path, tmp_path: Path):
+    src = tmp_path / "in.csv"
+    with src.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "title"])
+        for i in range(40):
+            w.writerow([f"r{i}", f"IC FPGA {i} I/O 484FBGA" if i % 2 else f"Cotton T-shirt {i}"])
+    dualscreen = str(Path(sys.executable).parent / "dualscreen")
+    cmd = [dualscreen, "score", str(src), "--model", str(smoke_model)]
+    bad = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "x.csv"), "--review-budget", "cheap"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "review budget 'cheap'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "o.csv"), "--review-budget", "none"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+
+    # A run interrupted under one budget is not resumed under another.
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_chunk(done: int, total: int | None) -> None:
+        if done:
+            raise Interrupted
+
+    scorer = Scorer(Predictor.load(smoke_model, review_budget=math.inf))
+    out = tmp_path / "r.csv"
+    mapping = ColumnMapping("id", ("title",), None)
+    with pytest.raises(Interrupted):
+        scorer.score_file(
+            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10),
+            progress=stop_after_first_chunk,
+        )
+    other = Scorer(Predictor.load(smoke_model, review_budget=0.5))
+    with pytest.raises(InputError, match="options or model differ"):
+        other.score_file(
+            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
+        )
+    # The same budget resumes.
+    scorer.score_file(
+        ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
+    )
