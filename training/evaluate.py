@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,40 @@ from training.calibrate import expected_calibration_error, reliability_curve
 
 @dataclass
 class LabelledSet:
-    """Texts, a truth matrix and optional per-item sources."""
+    """Texts, a truth matrix, optional per-item sources, and each item's language."""
 
     name: str
     texts: list[str]
     y: NDArray[np.int64]
     sources: list[str]
     rejected: list[RejectedRow]
+    langs: list[str] = field(default_factory=list)
+
+
+LANGS = ("en", "zh", "ja", "mixed")
+
+
+def detect_lang(text: str) -> str:
+    """en, zh, ja or mixed from the script of a text's letters (for files without `lang`).
+
+    Any kana makes Japanese; Han without kana makes Chinese; a text whose letters are mostly Latin
+    but that holds CJK too is mixed; everything else is en (the corpus has no other languages).
+    """
+    kana = han = latin = 0
+    for ch in text:
+        o = ord(ch)
+        if 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9D:
+            kana += 1
+        elif 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF:
+            han += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    cjk = kana + han
+    if not cjk:
+        return "en"
+    if latin > 3 * cjk:
+        return "mixed"
+    return "ja" if kana else "zh"
 
 
 def load_labelled(
@@ -44,23 +71,35 @@ def load_labelled(
     max_chars: int = 2000,
     source_col: str = "source",
     fmt: str | None = None,
+    lang_col: str = "lang",
+    split: str | None = None,
 ) -> LabelledSet:
-    """Read a labelled file in any supported format through the shared reader."""
+    """Read a labelled file in any supported format through the shared reader.
+
+    Languages come from `lang_col` where a row has one of en/zh/ja/mixed, else from the text's
+    script (`detect_lang`). `split` keeps only rows whose `split` column has that value.
+    """
     mapping = mapping or ColumnMapping()
     texts: list[str] = []
     rows: list[list[int]] = []
     sources: list[str] = []
     rejected: list[RejectedRow] = []
+    langs: list[str] = []
     for result in read_records(path, fmt=fmt, mapping=mapping, taxonomy=taxonomy):
         if isinstance(result, RejectedRow):
             rejected.append(result)
             continue
-        texts.append(build_text_from_record(result.data, mapping.text_cols, max_chars).text)
+        if split is not None and str(result.data.get("split") or "") != split:
+            continue
+        text = build_text_from_record(result.data, mapping.text_cols, max_chars).text
+        texts.append(text)
+        lang = str(result.data.get(lang_col) or "")
+        langs.append(lang if lang in LANGS else detect_lang(text))
         labels = set(result.labels or [])
         rows.append([1 if lb in labels else 0 for lb in taxonomy.labels])
         sources.append(str(result.data.get(source_col) or ""))
     y = np.array(rows, dtype=np.int64).reshape(len(rows), len(taxonomy.labels))
-    return LabelledSet(path.stem, texts, y, sources, rejected)
+    return LabelledSet(path.stem, texts, y, sources, rejected, langs)
 
 
 def _prf(pred: NDArray[np.bool_], truth: NDArray[np.bool_]) -> tuple[float, float, float]:
@@ -151,7 +190,7 @@ def metrics_by_source(
     sources: Sequence[str],
     manifest: Manifest,
 ) -> dict[str, dict[str, Any]]:
-    """compute_metrics per value of the `source` column."""
+    """compute_metrics per value of a grouping column (the `source` column, the language)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(sources):
         if s:
@@ -162,6 +201,18 @@ def metrics_by_source(
         m = compute_metrics(probs[ix], y[ix], [texts[i] for i in idx], manifest)
         out[source] = {k: m[k] for k in ("n", "macro_f1", "any_label", "review_rate")}
     return out
+
+
+def metrics_by_lang(
+    probs: NDArray[np.floating],
+    y: NDArray[np.integer],
+    texts: list[str],
+    langs: Sequence[str],
+    manifest: Manifest,
+) -> dict[str, dict[str, Any]]:
+    """metrics_by_source per language, in the order en, zh, ja, mixed (absent ones left out)."""
+    found = metrics_by_source(probs, y, texts, langs, manifest)
+    return {lang: found[lang] for lang in LANGS if lang in found}
 
 
 # ---------------------------------------------------------------- reports

@@ -142,7 +142,7 @@ def test_same_seed_gives_same_metrics(root):
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
+        [sys.executable, "-m", "dualscreen.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -179,11 +179,39 @@ def test_evaluate_json_on_a_user_csv_with_label_columns(smoke_model, tmp_path):
         "per_label",
         "any_label",
         "review_rate",
+        "flag_rate",
         "ece",
         "n",
+        "by_lang",
     }
     assert result["n"] == 4
     assert set(result["any_label"]) >= {"recall", "flag_precision", "clear_rate_negatives"}
+    # No lang column: detected from the script; all four rows are English.
+    assert list(result["by_lang"]) == ["en"] and result["by_lang"]["en"]["n"] == 4
+
+
+def test_evaluate_split_and_by_lang_on_the_corpus(smoke_model, root):
+    done = _cli(
+        "evaluate",
+        "--model",
+        str(smoke_model),
+        "--data",
+        str(root / "data" / "corpus" / "corpus.jsonl"),
+        "--split",
+        "test",
+        "--json",
+        "--review-budget",
+        "none",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    corpus = [json.loads(line) for line in (root / "data" / "corpus" / "corpus.jsonl").open()]
+    test = [r for r in corpus if r["split"] == "test"]
+    assert result["n"] == len(test)
+    expected = {lang: sum(r["lang"] == lang for r in test) for lang in ("en", "zh", "ja", "mixed")}
+    assert {k: v["n"] for k, v in result["by_lang"].items()} == {
+        k: v for k, v in expected.items() if v
+    }
 
 
 def test_evaluate_reports_per_source_on_realworld(smoke_model, root):
