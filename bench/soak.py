@@ -634,7 +634,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "soak.json")
     args = parser.parse_args()
 
-    from serving.api.auth import create_key
+    from serving.auth_keys import create_key
 
     model = resolve_model(args.model)
     signal.signal(signal.SIGTERM, _interrupt)

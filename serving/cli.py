@@ -1,4 +1,4 @@
-"""Serving's command-line commands, mounted into the `dualscreen` app by `training.cli`."""
+"""Serving's command-line commands (score, serve, review), mounted by `dualscreen.cli`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from serving.contract.listing import TEXT_FIELDS
+
 if TYPE_CHECKING:
     from serving.review.store import ReviewStore
 
 console = Console(stderr=True, soft_wrap=True)
 MAX_REJECTS_SHOWN = 20  # rejected rows `review import` names one by one
+TEXT_COLS = ",".join(TEXT_FIELDS)
+ReviewBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="review budget: a number (items without a label sent to review per controlled item "
+        "caught, on validation), 'none' (recall target only) or 'default' (the model's); "
+        "env DUALSCREEN_REVIEW_BUDGET"
+    ),
+]
 
 
 def serve(
@@ -24,6 +35,7 @@ def serve(
     backend: Annotated[
         str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
     ] = None,
+    review_budget: ReviewBudgetOpt = None,
     first_run: Annotated[
         bool,
         typer.Option(
@@ -35,10 +47,11 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from serving.api.app import create_app
-    from serving.api.auth import create_key
-    from serving.api.settings import Settings
+    from serving.app import create_app
+    from serving.auth_keys import create_key
+    from serving.contract.decide import parse_review_budget
     from serving.predictor import Predictor
+    from serving.settings import Settings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -52,6 +65,8 @@ def serve(
         overrides["port"] = port
     if backend:
         overrides["backend"] = backend
+    if review_budget:
+        overrides["review_budget"] = review_budget
     if (
         first_run
         and not os.environ.get("DUALSCREEN_API_KEYS")
@@ -91,6 +106,7 @@ def serve(
         settings.threads,
         settings.batch_max_size,
         settings.model_cache_dir,
+        parse_review_budget(settings.review_budget),
     )
     uvicorn.run(
         create_app(settings, predictor=predictor),
@@ -106,9 +122,7 @@ def score(
     output: Annotated[Path, typer.Option("-o", "--output", help="output .csv, .jsonl or .parquet")],
     model: Annotated[str, typer.Option(help="model folder or MLflow URI")] = "models/dualscreen",
     id_col: Annotated[str, typer.Option(help="id column")] = "id",
-    text_cols: Annotated[
-        str, typer.Option(help="comma-separated text columns")
-    ] = "title,description,brand,seller_category",
+    text_cols: Annotated[str, typer.Option(help="comma-separated text columns")] = TEXT_COLS,
     backend: Annotated[
         str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
     ] = None,
@@ -132,6 +146,7 @@ def score(
         str | None,
         typer.Option(help="review store for --enqueue-review (default DUALSCREEN_DATABASE_URL)"),
     ] = None,
+    review_budget: ReviewBudgetOpt = None,
     json_summary: Annotated[
         bool, typer.Option(help="print the summary as one JSON object")
     ] = False,
@@ -150,16 +165,18 @@ def score(
     )
 
     from serving.batch.score import ScoreOptions, Scorer
+    from serving.contract.decide import parse_review_budget
     from serving.contract.readers import ColumnMapping
     from serving.predictor import Predictor
 
-    predictor = Predictor.load(model, backend=backend, threads=threads)
-    scorer_predictor: object = predictor
+    budget = parse_review_budget(review_budget or os.environ.get("DUALSCREEN_REVIEW_BUDGET"))
     if engine == "ray":
-        from serving.batch.ray_engine import RayPredictor
+        from serving.batch.ray_engine import ray_predictor
 
-        scorer_predictor = RayPredictor(predictor, model, backend, ray_address, ray_actors)
-    elif engine != "local":
+        predictor = ray_predictor(model, backend, ray_address, ray_actors, review_budget=budget)
+    elif engine == "local":
+        predictor = Predictor.load(model, backend=backend, threads=threads, review_budget=budget)
+    else:
         raise typer.BadParameter("--engine must be local or ray")
     cols = tuple(c.strip() for c in text_cols.split(",") if c.strip())
     opts = ScoreOptions(
@@ -174,23 +191,28 @@ def score(
     )
     store = None
     if enqueue_review:
+        from serving.contract.listing import ScoredListing
         from serving.review.db import resolve_url
-        from serving.review.queue import enqueue_predictions
+        from serving.review.intake import (
+            IntakePolicy,
+            IntakeResult,
+            enqueue_listings,
+            flag_thresholds,
+            scored_file_rows,
+        )
         from serving.review.store import ReviewStore
 
         store = ReviewStore.open(resolve_url(database_url))
-        m = predictor.manifest
-        flags = {lb: m.thresholds[lb].flag for lb in m.labels}
+        flags = flag_thresholds(predictor.manifest)
 
-        def enqueue(items: list[dict[str, object]]) -> int:
-            return enqueue_predictions(
+        def enqueue(rows: list[dict[str, object]], scored: list[ScoredListing]) -> IntakeResult:
+            return enqueue_listings(
                 store,
-                items,
-                m.name,
-                m.version,
-                m.taxonomy_version,
+                scored_file_rows(rows, scored, opts.mapping),
+                IntakePolicy.REVIEW,
                 f"score:{input.name}",
                 flag_thresholds=flags,
+                actor="system",
             )
 
         opts.enqueue = enqueue
@@ -219,7 +241,7 @@ def score(
     with bar:
         task = bar.add_task("score", total=None, rate=0.0)
         try:
-            summary = Scorer(scorer_predictor, engine).score_file(opts, progress)
+            summary = Scorer(predictor, engine).score_file(opts, progress)
         finally:
             if store is not None:
                 store.dispose()
@@ -230,7 +252,11 @@ def score(
     console.print(
         f"rows read {summary.rows_read:,}, scored {summary.scored:,}, rejected "
         f"{summary.rejected:,} (see {summary.rejects}), duplicate ids {summary.duplicate_ids:,}"
-        + (f", queued for review {summary.enqueued:,}" if enqueue_review else "")
+        + (
+            f", queued for review {summary.enqueued:,} ({summary.already_queued:,} already queued)"
+            if enqueue_review
+            else ""
+        )
         + "\n"
         f"decisions: {summary.decisions}; review share {summary.review_share:.2%}\n"
         f"per label (flag/review): "
@@ -322,9 +348,7 @@ def review_import(
     model: Annotated[str, typer.Option(help="model folder or MLflow URI")] = "models/dualscreen",
     database_url: DatabaseOpt = None,
     id_col: Annotated[str, typer.Option(help="id column")] = "id",
-    text_cols: Annotated[
-        str, typer.Option(help="comma-separated text columns")
-    ] = "title,description,brand,seller_category",
+    text_cols: Annotated[str, typer.Option(help="comma-separated text columns")] = TEXT_COLS,
     source: Annotated[str | None, typer.Option(help="source name (default import:FILE)")] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="input format if not by extension")
@@ -341,9 +365,13 @@ def review_import(
     from serving.contract.errors import DualscreenError, TruncatedInputError
     from serving.contract.readers import ColumnMapping, RejectedRow, read_records
     from serving.predictor import Predictor
+    from serving.review.intake import (
+        IntakePolicy,
+        enqueue_listings,
+        flag_thresholds,
+        score_file_rows,
+    )
     from serving.review.models import EXTERNAL_ID_MAX
-    from serving.review.queue import enqueue_predictions
-    from serving.review.web import scored_items
 
     try:
         predictor = Predictor.load(model)
@@ -353,28 +381,26 @@ def review_import(
     store = _open_store(database_url)
     m = predictor.manifest
     cols = tuple(c.strip() for c in text_cols.split(",") if c.strip())
+    mapping = ColumnMapping(id_col, cols, None)
     name = source or f"import:{file.name}"
-    thresholds = {lb: t.flag for lb, t in m.thresholds.items()}
-    counts = {"read": 0, "rejected": 0, "skipped_clear": 0, "queued": 0}
+    policy = IntakePolicy.NOT_CLEAR if only_uncertain else IntakePolicy.EVERY
+    thresholds = flag_thresholds(m)
+    counts = {"read": 0, "rejected": 0, "skipped_clear": 0, "queued": 0, "already": 0}
     batch: list[dict[str, object]] = []
 
     def flush() -> None:
-        scored = scored_items(predictor, batch)
-        if only_uncertain:
-            keep = [s for s in scored if s["decision"] != "clear"]
-            counts["skipped_clear"] += len(scored) - len(keep)
-            scored = keep
-        counts["queued"] += enqueue_predictions(
+        done = enqueue_listings(
             store,
-            scored,
-            m.name,
-            m.version,
-            m.taxonomy_version,
+            score_file_rows(predictor, batch, mapping),
+            policy,
             name,
             flag_thresholds=thresholds,
-            double_review_share=double_review_share,
             actor="cli:import",
+            double_review_share=double_review_share,
         )
+        counts["skipped_clear"] += done.received - done.admitted
+        counts["queued"] += done.queued
+        counts["already"] += done.already_queued
         batch.clear()
 
     def reject(line: int, reason: str) -> None:
@@ -385,7 +411,7 @@ def review_import(
     truncated: TruncatedInputError | None = None
     try:
         try:
-            for result in read_records(file, fmt, ColumnMapping(id_col, cols, None)):
+            for result in read_records(file, fmt, mapping):
                 if isinstance(result, RejectedRow):
                     reject(result.line, result.reason)
                     continue
@@ -398,7 +424,7 @@ def review_import(
                     )
                     continue
                 counts["read"] += 1
-                batch.append(_import_row(result.data, id_col, cols))
+                batch.append(result.data)
                 if len(batch) >= chunk:
                     flush()
         except TruncatedInputError as exc:
@@ -414,31 +440,14 @@ def review_import(
         console.print(f"... and {counts['rejected'] - MAX_REJECTS_SHOWN:,} more rejected rows")
     console.print(
         f"read {counts['read']:,} rows ({counts['rejected']:,} rejected); queued "
-        f"{counts['queued']:,} new; {counts['skipped_clear']:,} clear rows left out; "
+        f"{counts['queued']:,} new ({counts['already']:,} already queued); "
+        f"{counts['skipped_clear']:,} clear rows left out; "
         f"model {m.name} {m.version}; source {name}",
         highlight=False,
     )
     if truncated is not None:
         console.print(f"[red]error:[/red] {truncated}", highlight=False)
         raise typer.Exit(2)
-
-
-def _import_row(data: dict[str, object], id_col: str, cols: tuple[str, ...]) -> dict[str, object]:
-    """A read record as a listing for `scored_items`."""
-    row: dict[str, object] = {"id": data.get(id_col)}
-    extra: dict[str, object] = {}
-    # The same roles as build_text_from_record: listing fields keep theirs, the first
-    # column stands in for a missing title, other columns fold in as "column: value".
-    for i, col in enumerate(cols):
-        value = data.get(col)
-        if col in ("title", "description", "brand", "seller_category"):
-            row[col] = value or ""
-        elif i == 0 and "title" not in cols:
-            row["title"] = value or ""
-        elif value not in (None, ""):
-            extra[col] = value
-    row["attributes"] = extra
-    return row
 
 
 @review_app.command("export")

@@ -1,7 +1,13 @@
-"""The predictor: an artifact folder plus a backend, from listing fields to decisions.
+"""The predictor: an artifact folder plus a backend, from listings to scored listings.
 
 Loading verifies the artifact (format version, checksums, no pickle files) and its taxonomy; every
 prediction carries the model's name, version and taxonomy version.
+
+Scoring is three steps so that callers can batch across requests: `prepare` (text building and
+the backend's tokenisation, per request), `run` (the backend, on any merge of prepared inputs) and
+`finish` (calibration and decisions, per request). `score` is the three in one. The API's
+micro-batcher merges the `run` step of concurrent requests; the Ray engine runs it on actors
+(`serving.batch.ray_engine.RayBackend`).
 """
 
 from __future__ import annotations
@@ -21,9 +27,27 @@ from serving.contract.artifact import (
     resolve_model_ref,
     verify_artifact,
 )
-from serving.contract.decide import ItemDecision, calibrate, decide
+from serving.contract.decide import ItemDecision, calibrate, decide, with_review_budget
+from serving.contract.listing import CONTENT_FIELDS, Listing, ScoredListing
 from serving.contract.taxonomy import Taxonomy
-from serving.contract.text import BuiltText, build_text_from_record
+from serving.contract.text import BuiltText, build_listing_text, build_text_from_record
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Listings made ready for the backend: their built texts and one model input each."""
+
+    listings: list[Listing]
+    built: list[BuiltText]
+    inputs: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def texts(self) -> list[str]:
+        """The built model input texts."""
+        return [b.text for b in self.built]
 
 
 @dataclass
@@ -33,6 +57,21 @@ class Prediction:
     text: str
     truncated: bool
     result: ItemDecision
+
+
+def open_artifact(
+    ref: str | Path,
+    cache_dir: str | Path | None = None,
+    review_budget: float | None = None,
+) -> tuple[Path, Manifest, Taxonomy]:
+    """Resolve a folder or MLflow URI and verify it: its folder, manifest and taxonomy.
+
+    `review_budget` (see `decide.parse_review_budget`) recomputes the review thresholds from the
+    model's stored review path; None keeps the model's own.
+    """
+    folder = resolve_model_ref(ref, cache_dir=cache_dir)
+    manifest = with_review_budget(verify_artifact(folder), review_budget)
+    return folder, manifest, load_artifact_taxonomy(folder, manifest)
 
 
 class Predictor:
@@ -54,11 +93,14 @@ class Predictor:
         threads: int = 0,
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
+        review_budget: float | None = None,
     ) -> Predictor:
-        """Resolve a folder or MLflow URI, verify it and create the backend."""
-        folder = resolve_model_ref(ref, cache_dir=cache_dir)
-        manifest = verify_artifact(folder)
-        taxonomy = load_artifact_taxonomy(folder, manifest)
+        """Resolve a folder or MLflow URI, verify it and create the backend.
+
+        `review_budget` (see `decide.parse_review_budget`) recomputes the review thresholds from
+        the model's stored review path; None keeps the model's own.
+        """
+        folder, manifest, taxonomy = open_artifact(ref, cache_dir, review_budget)
         return cls(
             folder,
             manifest,
@@ -72,24 +114,74 @@ class Predictor:
         return self.manifest.labels
 
     def build(
-        self,
-        record: Mapping[str, Any],
-        text_cols: Sequence[str] = (
-            "title",
-            "description",
-            "brand",
-            "seller_category",
-            "attributes",
-        ),
+        self, record: Mapping[str, Any], text_cols: Sequence[str] = CONTENT_FIELDS
     ) -> BuiltText:
         """Build the model input of one record with the artifact's length cap."""
         return build_text_from_record(
             record, tuple(text_cols), max_chars=self.manifest.rules.max_chars
         )
 
+    def prepare(
+        self,
+        listings: Sequence[Listing],
+        extra: Sequence[Mapping[str, str]] | None = None,
+    ) -> Prepared:
+        """Build each listing's text (with `extra` text columns per listing) and encode it."""
+        cap = self.manifest.rules.max_chars
+        built = [
+            build_listing_text(listing, cap, extra[i] if extra is not None else None)
+            for i, listing in enumerate(listings)
+        ]
+        return Prepared(list(listings), built, self.backend.encode([b.text for b in built]))
+
+    def prepare_texts(self, texts: list[str]) -> Prepared:
+        """Encode texts that are already built (explanations: a text with a word left out)."""
+        built = [BuiltText(t, False) for t in texts]
+        return Prepared([], built, self.backend.encode(texts))
+
+    def run(self, inputs: list[Any]) -> NDArray[np.float32]:
+        """Raw logits for prepared inputs (of one or several `Prepared`, concatenated)."""
+        return self.backend.run(inputs)
+
+    def calibrate(self, logits: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Calibrated probabilities from raw logits, shape [n, labels]."""
+        return calibrate(logits, self.manifest)
+
+    def finish(self, prepared: Prepared, logits: NDArray[np.floating]) -> list[ScoredListing]:
+        """Calibrate the logits of `prepared` and decide each listing."""
+        texts = prepared.texts
+        truncated = [b.truncated for b in prepared.built]
+        decisions = decide(self.calibrate(logits), texts, self.manifest, truncated)
+        m = self.manifest
+        return [
+            ScoredListing(
+                listing=listing,
+                text=b.text,
+                truncated=b.truncated,
+                decision=d.decision,
+                risk=d.risk,
+                probabilities=d.probabilities,
+                label_decisions=d.label_decisions,
+                reasons=d.reasons,
+                model_name=m.name,
+                model_version=m.version,
+                taxonomy_version=m.taxonomy_version,
+            )
+            for listing, b, d in zip(prepared.listings, prepared.built, decisions, strict=True)
+        ]
+
+    def score(
+        self,
+        listings: Sequence[Listing],
+        extra: Sequence[Mapping[str, str]] | None = None,
+    ) -> list[ScoredListing]:
+        """Scored listings: `finish(prepare(listings), run(...))`."""
+        prepared = self.prepare(listings, extra)
+        return self.finish(prepared, self.run(prepared.inputs))
+
     def probabilities(self, texts: list[str]) -> NDArray[np.float64]:
         """Calibrated probabilities for built texts, shape [n, labels]."""
-        return calibrate(self.backend.logits(texts), self.manifest)
+        return self.calibrate(self.backend.logits(texts))
 
     def predict_texts(
         self, texts: list[str], truncated: list[bool] | None = None

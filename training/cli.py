@@ -1,5 +1,8 @@
-"""The `dualscreen` command line: data, train, evaluate and registry here; serving's commands
-(score, serve, review) are mounted from `serving.cli`."""
+"""Training's commands of `dualscreen`: data, train, evaluate, registry and models.
+
+`dualscreen.cli` mounts them next to serving's (score, serve, review) when the training extra is
+installed; nothing here knows serving's commands.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from serving.cli import register_serving_commands
-from serving.contract.errors import DualscreenError
+from serving.contract.listing import TEXT_FIELDS
 from serving.contract.taxonomy import load_taxonomy
 from training import paths
 
@@ -26,9 +28,14 @@ data_app = typer.Typer(
     help="Build, validate and describe the labelled corpus.", no_args_is_help=True
 )
 registry_app = typer.Typer(help="MLflow model registry: list and promote.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Base models: offline folders to fine-tune from.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True, soft_wrap=True)
+TEXT_COLS = ",".join(TEXT_FIELDS)
 
 TaxonomyOpt = Annotated[
     Path | None, typer.Option(help="taxonomy YAML (default data/taxonomy.yaml)")
@@ -157,57 +164,87 @@ def evaluate(
         str | None, typer.Option("--format", help="file format if not by extension")
     ] = None,
     id_col: Annotated[str, typer.Option(help="id column")] = "id",
-    text_cols: Annotated[
-        str, typer.Option(help="comma-separated text columns")
-    ] = "title,description,brand,seller_category",
+    text_cols: Annotated[str, typer.Option(help="comma-separated text columns")] = TEXT_COLS,
     labels_col: Annotated[
         str,
         typer.Option(help="labels column (list, '|'-string); or 0/1 columns named after labels"),
     ] = "labels",
+    split: Annotated[
+        str | None, typer.Option(help="only rows whose `split` column is this (e.g. test)")
+    ] = None,
+    review_budget: Annotated[
+        str | None, typer.Option(help="review budget override: a number, 'none' or 'default'")
+    ] = None,
 ) -> None:
-    """Evaluate a model on a labelled file: per-label and routing figures."""
-    from serving.contract.decide import calibrate
+    """Evaluate a model on a labelled file: per-label, routing and per-language figures."""
+    from serving.backends import load_backend
+    from serving.contract.artifact import (
+        load_artifact_taxonomy,
+        resolve_model_ref,
+        verify_artifact,
+    )
+    from serving.contract.decide import calibrate, parse_review_budget, with_review_budget
     from serving.contract.readers import ColumnMapping
-    from serving.predictor import Predictor
     from training.evaluate import (
         compute_metrics,
         format_metrics_table,
         format_per_label,
         load_labelled,
+        metrics_by_lang,
         metrics_by_source,
     )
 
-    predictor = Predictor.load(model, backend=backend)
+    folder = resolve_model_ref(model)
+    manifest = with_review_budget(verify_artifact(folder), parse_review_budget(review_budget))
+    taxonomy = load_artifact_taxonomy(folder, manifest)
+    scorer = load_backend(folder, manifest, backend)
     mapping = ColumnMapping(
         id_col, tuple(c.strip() for c in text_cols.split(",") if c.strip()), labels_col
     )
     labelled = load_labelled(
-        data, predictor.taxonomy, mapping, predictor.manifest.rules.max_chars, fmt=fmt
+        data, taxonomy, mapping, manifest.rules.max_chars, fmt=fmt, split=split
     )
     for bad in labelled.rejected[:20]:
         console.print(f"[yellow]rejected[/yellow] {data}:{bad.line}: {bad.reason}", highlight=False)
-    probs = calibrate(predictor.backend.logits(labelled.texts), predictor.manifest)
-    metrics = compute_metrics(probs, labelled.y, labelled.texts, predictor.manifest)
+    probs = calibrate(scorer.logits(labelled.texts), manifest)
+    metrics = compute_metrics(probs, labelled.y, labelled.texts, manifest)
+    by_lang = metrics_by_lang(probs, labelled.y, labelled.texts, labelled.langs, manifest)
     if as_json:
-        keys = ("macro_f1", "micro_f1", "per_label", "any_label", "review_rate", "ece", "n")
-        sys.stdout.write(json.dumps({k: metrics[k] for k in keys}) + "\n")
+        keys = (
+            "macro_f1",
+            "micro_f1",
+            "per_label",
+            "any_label",
+            "review_rate",
+            "flag_rate",
+            "ece",
+            "n",
+        )
+        out_json = {k: metrics[k] for k in keys}
+        out_json["by_lang"] = by_lang
+        sys.stdout.write(json.dumps(out_json) + "\n")
         return
     out = Console()
     out.print(
-        f"{predictor.manifest.name} {predictor.manifest.version} ({predictor.backend.name}) "
+        f"{manifest.name} {manifest.version} ({scorer.name}) "
         f"on {data}: "
         f"{metrics['n']} rows, {len(labelled.rejected)} rejected"
     )
-    out.print(format_metrics_table({data.name: {predictor.manifest.kind: metrics}}))
+    out.print(format_metrics_table({data.name: {manifest.kind: metrics}}))
     out.print(format_per_label(metrics))
     if any(labelled.sources):
         for source, m in metrics_by_source(
-            probs, labelled.y, labelled.texts, labelled.sources, predictor.manifest
+            probs, labelled.y, labelled.texts, labelled.sources, manifest
         ).items():
             out.print(
                 f"source {source}: n={m['n']} macro F1 {m['macro_f1']:.3f} any-label recall "
                 f"{m['any_label']['recall']} review rate {m['review_rate']:.3f}"
             )
+    for lang, m in by_lang.items():
+        out.print(
+            f"lang {lang}: n={m['n']} macro F1 {m['macro_f1']:.3f} any-label recall "
+            f"{m['any_label']['recall']} review rate {m['review_rate']:.3f}"
+        )
 
 
 @registry_app.command("list")
@@ -239,17 +276,26 @@ def registry_promote(
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Entry point of the `dualscreen` console script."""
-    try:
-        app()
-    except DualscreenError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
+@models_app.command("prepare")
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="base model alias")] = "multilingual-e5-small",
+    force: Annotated[bool, typer.Option(help="convert again even if up to date")] = False,
+) -> None:
+    """Convert a packaged base model into a transformers folder (once); print the folder."""
+    import time
+
+    from training.base_models import folder_size, prepare_base_model
+
+    started = time.perf_counter()
+    folder = prepare_base_model(name, force=force)
+    console.print(
+        f"{name}: {folder} ({folder_size(folder) / 1e6:,.0f} MB, "
+        f"{time.perf_counter() - started:.1f} s)",
+        highlight=False,
+    )
+    sys.stdout.write(f"{folder}\n")
 
 
-register_serving_commands(app)
-
-
-if __name__ == "__main__":
-    main()
+def register_training_commands(target: typer.Typer) -> None:
+    """Add the training commands to the top-level `dualscreen` app."""
+    target.add_typer(app)

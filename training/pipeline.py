@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import math
 import os
@@ -33,26 +32,27 @@ from serving.contract.artifact import (
     Manifest,
     write_manifest,
 )
-from serving.contract.decide import is_insufficient
+from serving.contract.decide import is_insufficient, thresholds_for_budget
+from serving.contract.errors import ConfigError
+from serving.contract.listing import TEXT_FIELDS
 from serving.contract.readers import ColumnMapping, RejectedRow, read_records
 from serving.contract.taxonomy import Taxonomy, load_taxonomy
 from serving.contract.text import build_text
 from training import paths
 from training.calibrate import apply_calibration, expected_calibration_error, fit_calibration
+from training.cascade_fit import attach_cascade
 from training.config import Config
 from training.corpus import corpus_hash
 from training.evaluate import (
-    compute_metrics,
     format_metrics_table,
-    format_per_label,
     load_labelled,
-    metrics_by_source,
-    write_plots,
 )
-from training.thresholds import NEVER, choose_thresholds
+from training.report import evaluate_sets, write_report
+from training.thresholds import NEVER, review_search
+from training.train import model_text_prefix
 
 log = logging.getLogger(__name__)
-FIELDS = ("title", "description", "brand", "seller_category")
+FIELDS = TEXT_FIELDS  # the corpus schema holds the listing's text fields
 
 
 @dataclass
@@ -235,6 +235,7 @@ def _identity_manifest(
             min_words=cfg.decide.min_words,
             max_chars=cfg.model.max_chars,
             max_tokens=cfg.model.max_tokens,
+            text_prefix=model_text_prefix(cfg) if kind == "transformer" else "",
         ),
         base_model=cfg.model.base_model if kind == "transformer" else "tfidf",
         corpus_hash=data_info["corpus_hash"],
@@ -253,39 +254,29 @@ def _calibrate_and_decide(
     raw_p = apply_calibration(val_logits, manifest.calibration, labels)
     cal_p = apply_calibration(val_logits, cal, labels)
     vague = np.array([is_insufficient(t, cfg.decide.min_words) for t in val.texts], dtype=bool)
-    thresholds = choose_thresholds(
+    unknown = sorted(set(cfg.decide.flag_precision_by_label) - set(labels))
+    if unknown:
+        raise ConfigError(f"decide.flag_precision_by_label: unknown labels {unknown}")
+    precision: dict[str, float] = {"*": cfg.decide.flag_precision}
+    precision.update(cfg.decide.flag_precision_by_label)
+    flag, path = review_search(
         cal_p,
         val.y,
         labels,
         cfg.decide.target_recall,
-        cfg.decide.flag_precision,
+        precision,
         caught_anyway=vague,
-        max_cost_per_gain=cfg.decide.max_cost_per_gain or math.inf,
+        review_floor=cfg.decide.review_floor,
     )
+    budget = cfg.decide.review_budget
+    thresholds = thresholds_for_budget(flag, path, budget or math.inf)
+    path = path.model_copy(update={"budget": budget})
     notes = {
         "val.ece_before": expected_calibration_error(raw_p, val.y),
         "val.ece_after": expected_calibration_error(cal_p, val.y),
     }
-    return manifest.model_copy(update={"calibration": cal, "thresholds": thresholds}), notes
-
-
-def _evaluate_sets(
-    backend: Backend,
-    manifest: Manifest,
-    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
-) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]]]:
-    from serving.contract.decide import calibrate
-
-    metrics: dict[str, Any] = {}
-    probs: dict[str, NDArray[np.float64]] = {}
-    for name, (texts, y, sources) in sets.items():
-        p = calibrate(backend.logits(texts), manifest)
-        m = compute_metrics(p, y, texts, manifest)
-        if any(sources):
-            m["by_source"] = metrics_by_source(p, y, texts, sources, manifest)
-        metrics[name] = m
-        probs[name] = p
-    return metrics, probs
+    update = {"calibration": cal, "thresholds": thresholds, "review_path": path}
+    return manifest.model_copy(update=update), notes
 
 
 def _package(
@@ -334,7 +325,11 @@ def _package(
         )
         save_transformer(result.model, result.tokenizer, folder)
         reference_val = predict_logits(
-            result.model, result.tokenizer, splits["val"].texts, cfg.model.max_tokens
+            result.model,
+            result.tokenizer,
+            splits["val"].texts,
+            cfg.model.max_tokens,
+            prefix=model_text_prefix(cfg),
         )
         if cfg.track.export_onnx:
             if console is not None:
@@ -365,78 +360,6 @@ def _package(
         info["int8_guard"] = guard.model_dump()
         backend = load_backend(folder, manifest, backend_name)
     return Packaged(folder, manifest, backend), info
-
-
-def choose_clear_below(
-    risk: NDArray[np.floating], positive: NDArray[np.bool_], max_share: float, ceiling: float
-) -> float:
-    """Highest first-stage risk cut that clears at most `max_share` of items with a label.
-
-    Args:
-        risk: first-stage calibrated risk (highest label probability) per item.
-        positive: items with any label.
-        max_share: most of the positives that may fall under the cut.
-        ceiling: the cut never exceeds this.
-    """
-    pos = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(positive, dtype=bool)])
-    if pos.size == 0:
-        return 0.0
-    k = int(np.floor(max_share * pos.size))  # positives allowed strictly below the cut
-    cut = float(pos[k]) if k < pos.size else float(pos[-1])
-    return min(cut, ceiling)
-
-
-def attach_cascade(
-    main: Packaged,
-    base: Packaged,
-    train: Split,
-    val: Split,
-    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
-    max_share: float = 0.005,
-) -> dict[str, Any]:
-    """Add the TF-IDF model, plus an any-label router column, as the cascade's first stage.
-
-    Returns:
-        Evaluation figures of the cascade on every evaluation set.
-    """
-    from serving.backends.cascade import CascadeBackend
-    from serving.backends.tfidf import TfidfBackend
-    from serving.contract.artifact import CascadeStage
-    from training.baseline import save_tfidf, with_any_label_router
-    from training.calibrate import fit_platt
-
-    labels = main.manifest.labels
-    pipeline = getattr(base.backend, "pipeline")  # noqa: B009 - a TfidfBackend
-    save_tfidf(with_any_label_router(pipeline, train.texts, train.y), main.folder, "cascade.skops")
-    raw = TfidfBackend(main.folder, main.manifest, "cascade.skops").raw(val.texts)
-    positive = np.asarray(val.y.any(axis=1), dtype=bool)
-    any_a, any_b = fit_platt(raw[:, len(labels)], positive.astype(int))
-    risk = 1.0 / (1.0 + np.exp(-(raw[:, len(labels)] * any_a + any_b)))
-    cut = choose_clear_below(risk, positive, max_share, ceiling=1.0)
-    cleared = risk < cut
-    stage = CascadeStage(
-        clear_below=cut,
-        model_file="cascade.skops",
-        a=dict(base.manifest.calibration.a),
-        b=dict(base.manifest.calibration.b),
-        max_clear_share_labelled=max_share,
-        validation={
-            "cleared_share": round(float(cleared.mean()), 4),
-            "cleared_share_labelled": round(float(cleared[positive].mean()), 4)
-            if positive.any()
-            else 0.0,
-        },
-        router="any_label",
-        any_a=any_a,
-        any_b=any_b,
-    )
-    main.manifest = main.manifest.model_copy(update={"cascade": stage})
-    cascade = CascadeBackend(main.folder, main.manifest)
-    metrics, _ = _evaluate_sets(cascade, main.manifest, sets)
-    for name, (texts, _, _) in sets.items():
-        routed, _, _ = cascade.route(texts)
-        metrics[name]["cascade_cleared_share"] = round(float(routed.mean()), 4)
-    return metrics
 
 
 def _eval_inputs(
@@ -533,7 +456,7 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
             on_epoch,
         )
         sets = _eval_inputs(splits, taxonomy, cfg, cfg.track.realworld)
-        metrics, probs = _evaluate_sets(main.backend, main.manifest, sets)
+        metrics, probs = evaluate_sets(main.backend, main.manifest, sets)
         results: dict[str, dict[str, dict[str, Any]]] = {
             s: {cfg.model.kind: m} for s, m in metrics.items()
         }
@@ -554,7 +477,7 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
                 btmp,
                 None,
             )
-            bmetrics, _ = _evaluate_sets(base.backend, base.manifest, sets)
+            bmetrics, _ = evaluate_sets(base.backend, base.manifest, sets)
             for s, m in bmetrics.items():
                 results[s]["tfidf"] = m
             if cfg.model.kind == "transformer" and cfg.track.export_onnx:
@@ -563,7 +486,7 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
                     results[s]["cascade"] = m
             _finish_artifact(base, binfo, bmetrics, "", bfinal)
             baseline_folder = bfinal
-        report_md = _write_report(report_dir, main, info, results, probs, sets)
+        report_md = write_report(report_dir, main, info, results, probs, sets)
         _finish_artifact(main, info, metrics, report_md, final)
         manifest = main.manifest
         registered = None
@@ -624,67 +547,3 @@ def _finish_artifact(
     p.manifest = write_manifest(p.folder, manifest)
     _install(p.folder, final)
     p.folder = final
-
-
-def _write_report(
-    report_dir: Path,
-    main: Packaged,
-    info: dict[str, Any],
-    results: dict[str, dict[str, dict[str, Any]]],
-    probs: dict[str, NDArray[np.float64]],
-    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
-) -> str:
-    m = main.manifest
-    parts = [
-        f"Model `{m.name}` {m.version} ({m.kind}), taxonomy {m.taxonomy_version}.",
-        "",
-        "### Headline figures",
-        "",
-        format_metrics_table(results),
-        "",
-    ]
-    if "train_seconds" in info:
-        parts.append(
-            f"Training time {info['train_seconds']} s"
-            + (
-                f", {info['train_items_per_second']} items/s, best epoch {info['best_epoch']}"
-                if "best_epoch" in info
-                else ""
-            )
-            + f". Validation ECE before calibration {info['val.ece_before']:.4f}, "
-            f"after {info['val.ece_after']:.4f}."
-        )
-    if m.onnx_agreement:
-        parts.append(f"int8 ONNX vs torch on validation: {json.dumps(m.onnx_agreement)}.")
-    if m.int8_guard is not None:
-        g = m.int8_guard
-        parts.append(
-            f"int8 guard: items whose decision could change within {g.margin} (calibrated logit) "
-            f"are re-scored with fp32; on validation {json.dumps(g.validation)}."
-        )
-    for set_name, by_model in results.items():
-        if set_name == "val":
-            continue
-        metrics = by_model[m.kind]
-        parts += ["", f"### {set_name} ({m.kind}), per label", "", format_per_label(metrics)]
-        if "by_source" in metrics:
-            parts += [
-                "",
-                "| source | n | macro F1 | any-label recall | review rate |",
-                "|---|---:|---:|---:|---:|",
-            ]
-            for src, sm in metrics["by_source"].items():
-                rec = sm["any_label"]["recall"]
-                parts.append(
-                    f"| {src} | {sm['n']} | {sm['macro_f1']:.3f} | "
-                    f"{'n/a' if rec is None else f'{rec:.3f}'} | {sm['review_rate']:.3f} |"
-                )
-        safe = set_name.replace("/", "_")
-        for plot in write_plots(
-            probs[set_name], sets[set_name][1], m.labels, metrics, report_dir, safe
-        ):
-            parts.append(f"![{plot.stem}]({plot.name})")
-    text = "\n".join(parts) + "\n"
-    (report_dir / "report.md").write_text(f"# Evaluation report\n\n{text}", encoding="utf-8")
-    (report_dir / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return text

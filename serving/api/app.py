@@ -1,4 +1,8 @@
-"""The app factory: settings, keys, metrics, error envelope; the model loads in the lifespan."""
+"""The classification API's app factory: settings, keys, metrics, error envelope, body limit; the
+model loads in the lifespan.
+
+The service's full app (this API with the review queue mounted) is built by `serving.app`.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,15 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.api.auth import KeyStore, load_keys_file, parse_env_keys
 from serving.api.batcher import MicroBatcher
 from serving.api.deps import AppState
-from serving.api.errors import envelope, install_error_handlers
 from serving.api.metrics import Metrics
 from serving.api.routes import router
-from serving.api.settings import Settings
+from serving.auth_keys import load_key_store
+from serving.contract.decide import parse_review_budget
+from serving.http_errors import envelope, install_error_handlers
 from serving.predictor import Predictor
-from serving.review.web import install_review
+from serving.settings import Settings
 
 log = logging.getLogger("dualscreen.api")
 WARM_UP = "Warm-up listing: stainless steel kitchen scale, 5 kg, battery included"
@@ -95,24 +99,17 @@ class BodyLimit:
         await envelope(status, message, detail)(scope, receive, send)
 
 
-def _load_keys(settings: Settings) -> KeyStore:
-    keys = []
-    if settings.api_keys is not None:
-        keys += parse_env_keys(settings.api_keys.get_secret_value())
-    if settings.keys_file is not None:
-        keys += load_keys_file(settings.keys_file)
-    return KeyStore(keys)
-
-
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
-    """Build the API.
+def create_api_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
+    """Build the classification API (without the review queue: see `serving.app.create_app`).
 
     Args:
         settings: defaults to `Settings()` from the environment.
         predictor: a loaded predictor (tests); otherwise `settings.model` loads in the lifespan.
     """
     settings = settings or Settings()
-    state = AppState(settings=settings, metrics=Metrics(), keys=_load_keys(settings))
+    api_keys = settings.api_keys.get_secret_value() if settings.api_keys is not None else None
+    keys = load_key_store(api_keys, settings.keys_file)
+    state = AppState(settings=settings, metrics=Metrics(), keys=keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,10 +128,11 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
                 settings.threads,
                 settings.batch_max_size,
                 settings.model_cache_dir,
+                parse_review_budget(settings.review_budget),
             )
         state.predictor = loaded
         batcher = MicroBatcher(
-            loaded.probabilities,
+            loaded.run,
             settings.batch_max_size,
             settings.batch_max_wait_ms,
             settings.queue_max_items,
@@ -142,7 +140,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         )
         batcher.start()
         state.batcher = batcher
-        await batcher.submit([WARM_UP])
+        await batcher.submit(loaded.prepare_texts([WARM_UP]).inputs)
         state.ready = True
         m = loaded.manifest
         log.info(
@@ -157,7 +155,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         finally:
             state.ready = False
             await batcher.stop()
-            review.close()
+            for close in state.on_shutdown:
+                close()
 
     app = FastAPI(
         title="dualscreen",
@@ -170,7 +169,6 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.dualscreen = state
     install_error_handlers(app)
     app.include_router(router)
-    review = install_review(app, state)
 
     @app.middleware("http")
     async def observe(request: Any, call_next: Any) -> Any:

@@ -1,10 +1,13 @@
 """Micro-batching: concurrent requests are coalesced into model batches off the event loop.
 
-Requests put their texts on a bounded queue and await a future. One worker collects jobs until the
-batch is full or the oldest job has waited `max_wait_ms`, runs the model in a single worker thread
-(the backend sorts each batch by length, so padding stays small), and resolves the futures. When
-the queue holds `max_queue_items` texts, `submit` raises `QueueFull` at once (the API answers 429)
-instead of queueing forever. A job whose caller gave up (timeout) is skipped, not computed.
+Each request prepares its own listings (`Predictor.prepare`: text building and tokenisation), puts
+the prepared model inputs on a bounded queue and awaits a future. One worker collects jobs until
+the batch is full or the oldest job has waited `max_wait_ms`, runs the backend once on the merged
+inputs in a single worker thread (the backend sorts each batch by length, so padding stays
+small), and hands each job its rows of raw logits; the request then calibrates and decides its
+own items (`Predictor.finish`). When the queue holds `max_queue_items` items, `submit` raises
+`QueueFull` at once (the API answers 429) instead of queueing forever. A job whose caller gave up
+(timeout) is skipped, not computed.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-Infer = Callable[[list[str]], NDArray[np.float64]]
+Run = Callable[[list[Any]], NDArray[np.float32]]
 
 
 class QueueFull(Exception):
@@ -29,8 +33,8 @@ class QueueFull(Exception):
 
 @dataclass
 class _Job:
-    texts: list[str]
-    future: asyncio.Future[NDArray[np.float64]]
+    inputs: list[Any]
+    future: asyncio.Future[NDArray[np.float32]]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -39,13 +43,13 @@ class MicroBatcher:
 
     def __init__(
         self,
-        infer: Infer,
+        run: Run,
         max_batch: int,
         max_wait_ms: float,
         max_queue_items: int,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.infer = infer
+        self.run = run
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue_items = max_queue_items
@@ -58,12 +62,12 @@ class MicroBatcher:
         self._last_batch: tuple[float, int] = (0.0, 0)
 
     def _busy_recently(self) -> bool:
-        """True when the last batch held more than one text: there is concurrent traffic."""
+        """True when the last batch held more than one item: there is concurrent traffic."""
         return self._last_batch[1] > 1
 
     @property
     def depth(self) -> int:
-        """Texts waiting for the model."""
+        """Items waiting for the model."""
         return self._queued
 
     def start(self) -> None:
@@ -82,13 +86,13 @@ class MicroBatcher:
                 job.future.set_exception(RuntimeError("service shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str]) -> NDArray[np.float64]:
-        """Queue texts and wait for their calibrated probabilities."""
-        if self._queued + len(texts) > self.max_queue_items:
+    async def submit(self, inputs: list[Any]) -> NDArray[np.float32]:
+        """Queue prepared model inputs and wait for their raw logits (one row per input)."""
+        if self._queued + len(inputs) > self.max_queue_items:
             raise QueueFull
-        future: asyncio.Future[NDArray[np.float64]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(texts, future))
-        self._queued += len(texts)
+        future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(inputs, future))
+        self._queued += len(inputs)
         self._wakeup.set()
         return await future
 
@@ -113,30 +117,30 @@ class MicroBatcher:
                 batch: list[_Job] = []
                 count = 0
                 while self._jobs and (
-                    not batch or count + len(self._jobs[0].texts) <= self.max_batch
+                    not batch or count + len(self._jobs[0].inputs) <= self.max_batch
                 ):
                     job = self._jobs.popleft()
-                    self._queued -= len(job.texts)
+                    self._queued -= len(job.inputs)
                     if job.future.done():
                         continue  # the caller timed out or went away
                     batch.append(job)
-                    count += len(job.texts)
+                    count += len(job.inputs)
                 if not batch:
                     continue
-                texts = [t for job in batch for t in job.texts]
+                inputs = [x for job in batch for x in job.inputs]
                 try:
-                    probs = await loop.run_in_executor(self._executor, self.infer, texts)
+                    logits = await loop.run_in_executor(self._executor, self.run, inputs)
                 except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
                     for job in batch:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
-                self._last_batch = (time.perf_counter(), len(texts))
+                self._last_batch = (time.perf_counter(), len(inputs))
                 if self.on_batch is not None:
-                    self.on_batch(len(texts), self._queued)
+                    self.on_batch(len(inputs), self._queued)
                 start = 0
                 for job in batch:
-                    end = start + len(job.texts)
+                    end = start + len(job.inputs)
                     if not job.future.done():
-                        job.future.set_result(probs[start:end])
+                        job.future.set_result(logits[start:end])
                     start = end

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from serving.api.auth import ApiKey, KeyStore
 from serving.api.batcher import MicroBatcher
-from serving.api.errors import ApiError
 from serving.api.metrics import Metrics
-from serving.api.settings import Settings
+from serving.auth_keys import ApiKey, KeyStore, authenticate_key
+from serving.contract.listing import ScoredListing
+from serving.http_errors import ApiError
 from serving.predictor import Predictor
+from serving.settings import Settings
 
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+
+
+class Enqueued(Protocol):
+    """What the review queue reports for `?enqueue=true`."""
+
+    @property
+    def queued(self) -> int: ...
+    @property
+    def already_queued(self) -> int: ...
+
+
+ReviewIntake = Callable[[Sequence[ScoredListing], str], Enqueued]
+"""Queue scored listings (as the given actor); blocking, so handlers run it in a thread."""
 
 
 @dataclass
@@ -29,7 +43,10 @@ class AppState:
     predictor: Predictor | None = None
     batcher: MicroBatcher | None = None
     ready: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+    review_intake: ReviewIntake | None = None
+    """Set by `serving.app` when the review queue is mounted; `?enqueue=true` needs it."""
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    """Called when the lifespan ends (the review store's connections, say)."""
 
 
 def get_state(request: Request) -> AppState:
@@ -41,32 +58,11 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-DEVELOPMENT_KEY = ApiKey("development", "", frozenset({"classify", "review", "admin"}))
-
-
-def authenticate_key(state: AppState, key: str | None) -> ApiKey | None:
-    """The key store's entry for `key`, or None when the store does not know it.
-
-    Development mode without any configured key admits everyone as DEVELOPMENT_KEY (all scopes);
-    otherwise a request without a key is refused with 401. Shared by the classification API and
-    the review API, which looks unknown keys up among its users' keys next.
-    """
-    if state.settings.mode == "development" and not state.keys.keys:
-        return DEVELOPMENT_KEY
-    if not key:
-        raise ApiError(
-            401,
-            "missing API key: send it in the X-API-Key header",
-            headers={"WWW-Authenticate": "APIKey"},
-        )
-    return state.keys.find(key)
-
-
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
     """A dependency that admits keys with `scope` (401 without a valid key, 403 without scope)."""
 
     async def check(state: State, key: Annotated[str | None, Depends(_header)]) -> ApiKey:
-        found = authenticate_key(state, key)
+        found = authenticate_key(state.keys, state.settings.mode, key)
         if found is None:
             raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "APIKey"})
         if scope not in found.scopes:

@@ -13,8 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from serving.api.batcher import QueueFull
 from serving.api.deps import AppState, ClassifyKey, State
-from serving.api.errors import ApiError
-from serving.contract.decide import ItemDecision, decide
+from serving.contract.listing import CONTENT_FIELDS
 from serving.contract.schemas import (
     ClassifyResponse,
     Item,
@@ -23,11 +22,11 @@ from serving.contract.schemas import (
     ModelInfo,
     Term,
 )
-from serving.contract.text import BuiltText, build_text
-from serving.predictor import Predictor
+from serving.explain import plan_occlusion
+from serving.http_errors import ApiError
+from serving.predictor import Predictor, Prepared
 
 router = APIRouter()
-_PUNCT = " |:,.;()[]{}\"'!?"
 
 
 class ClassifyBody(Item):
@@ -39,14 +38,7 @@ class ClassifyBody(Item):
 
     @model_validator(mode="after")
     def _one_or_batch(self) -> ClassifyBody:
-        single = (
-            self.title
-            or self.description
-            or self.brand
-            or self.seller_category
-            or self.attributes
-            or self.id is not None
-        )
+        single = self.id is not None or any(getattr(self, f) for f in CONTENT_FIELDS)
         if self.items is not None and single:
             raise ValueError("send either 'items' or one item's fields, not both")
         return self
@@ -127,41 +119,40 @@ def _has_surrogate(value: object) -> bool:
     return isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value)
 
 
-def _build_items(items: list[Item], predictor: Predictor) -> list[BuiltText]:
-    built = []
+def _prepare_items(items: list[Item], predictor: Predictor) -> Prepared:
+    """Build and encode the items' texts; 422 for a bad id or an item without text."""
+    prepared = predictor.prepare(items)
     problems = []
-    for i, item in enumerate(items):
+    for i, (item, built) in enumerate(zip(items, prepared.built, strict=True)):
         if _has_surrogate(item.id):
             problems.append(
                 {"field": f"items.{i}.id", "problem": "invalid unicode (a lone surrogate) in id"}
             )
-            continue
-        b = build_text(
-            item.title,
-            item.description,
-            item.brand,
-            item.seller_category,
-            item.attributes,
-            max_chars=predictor.manifest.rules.max_chars,
-        )
-        if not b.text:
+        elif not built.text:
             problems.append(
                 {
                     "field": f"items.{i}.title",
                     "problem": "missing text: title or description must hold words",
                 }
             )
-        built.append(b)
     if problems:
         raise ApiError(422, f"{problems[0]['field']}: {problems[0]['problem']}", problems)
-    return built
+    return prepared
 
 
 async def _infer(state: AppState, texts: list[str]) -> NDArray[np.float64]:
+    """Calibrated probabilities of built texts, through the micro-batcher."""
+    predictor = _predictor(state)
+    prepared = await asyncio.to_thread(predictor.prepare_texts, texts)
+    return predictor.calibrate(await _run(state, prepared.inputs))
+
+
+async def _run(state: AppState, inputs: list[Any]) -> NDArray[np.float32]:
+    """Raw logits of prepared inputs, through the micro-batcher (429 when full, 503 on timeout)."""
     assert state.batcher is not None
     try:
         return await asyncio.wait_for(
-            state.batcher.submit(texts), timeout=state.settings.request_timeout_s
+            state.batcher.submit(inputs), timeout=state.settings.request_timeout_s
         )
     except QueueFull:
         state.metrics.rejected.labels("queue_full").inc()
@@ -179,29 +170,13 @@ async def _infer(state: AppState, texts: list[str]) -> NDArray[np.float64]:
         ) from None
 
 
-async def _explain(
-    state: AppState, text: str, result: ItemDecision, labels: list[str]
-) -> dict[str, list[Term]]:
-    """Occlusion: drop each distinct word and measure how far each label's probability falls."""
-    words = text.split(" ")
-    cleaned = [w.strip(_PUNCT) for w in words]
-    distinct = list(dict.fromkeys(c for c in cleaned if c))[: state.settings.explain_max_words]
-    targets = [lb for lb in labels if result.label_decisions[lb] != "clear"]
-    if not targets or not distinct:
+async def _explain(state: AppState, text: str) -> dict[str, list[Term]]:
+    """The words that drove each label (`serving.explain`, as the review UI), scored through the
+    micro-batcher."""
+    plan = plan_occlusion(text, state.settings.explain_max_words)
+    if not plan.words:
         return {}
-    variants = [
-        " ".join(w for w, c in zip(words, cleaned, strict=True) if c != drop) for drop in distinct
-    ]
-    probs = await _infer(state, variants)
-    out: dict[str, list[Term]] = {}
-    for label in targets:
-        j = labels.index(label)
-        base = result.probabilities[label]
-        drops = [(distinct[k], base - float(probs[k, j])) for k in range(len(distinct))]
-        drops = [d for d in drops if d[1] > 1e-4]
-        drops.sort(key=lambda d: -d[1])
-        out[label] = [Term(term=w, weight=round(v, 4)) for w, v in drops[:8]]
-    return out
+    return plan.terms(await _infer(state, list(plan.texts)), _predictor(state).labels)
 
 
 @router.post(
@@ -229,13 +204,16 @@ async def classify(
         bool,
         Query(
             description="also put flagged and review items in the review queue (needs the "
-            "review scope; the count comes back in the X-Review-Queued header)"
+            "review scope; the count of new items comes back in the X-Review-Queued header, of "
+            "items queued before in X-Review-Already-Queued)"
         ),
     ] = False,
 ) -> ClassifyResponse:
     """Classify one or more listings."""
     if enqueue and "review" not in key.scopes:
         raise ApiError(403, "enqueue=true needs an API key with the 'review' scope")
+    if enqueue and state.review_intake is None:
+        raise ApiError(503, "enqueue=true: this process serves no review queue")
     predictor = _predictor(state)
     items = body.items if body.items is not None else [Item(**body.model_dump(exclude={"items"}))]
     if not items:
@@ -250,15 +228,13 @@ async def classify(
             f"{len(items)} items; at most {state.settings.max_items} per request",
             {"max_items": state.settings.max_items},
         )
-    built = _build_items(items, predictor)
-    texts = [b.text for b in built]
-    probs = await _infer(state, texts)
-    decisions = decide(probs, texts, predictor.manifest, [b.truncated for b in built])
+    prepared = await asyncio.to_thread(_prepare_items, items, predictor)
+    scored = predictor.finish(prepared, await _run(state, prepared.inputs))
     taxonomy = predictor.taxonomy
     labels = predictor.labels
     results = []
-    for item, text, d in zip(items, texts, decisions, strict=True):
-        explanation = await _explain(state, text, d, labels) if explain else {}
+    for d in scored:
+        explanation = await _explain(state, d.text) if explain and d.labels else {}
         state.metrics.items.labels(d.decision).inc()
         label_results = []
         for lb in labels:
@@ -276,7 +252,7 @@ async def classify(
             )
         results.append(
             ItemResult(
-                id=item.id,
+                id=d.listing.id,
                 decision=d.decision,
                 risk=round(d.risk, 6),
                 labels=label_results,
@@ -284,12 +260,10 @@ async def classify(
             )
         )
     if enqueue:
-        from serving.review.web import enqueue_classified
-
-        queued = await asyncio.to_thread(
-            enqueue_classified, state, items, texts, decisions, f"key:{key.name}"
-        )
-        response.headers["X-Review-Queued"] = str(queued)
+        assert state.review_intake is not None
+        queued = await asyncio.to_thread(state.review_intake, scored, f"key:{key.name}")
+        response.headers["X-Review-Queued"] = str(queued.queued)
+        response.headers["X-Review-Already-Queued"] = str(queued.already_queued)
     m = predictor.manifest
     return ClassifyResponse(
         items=results,

@@ -1,5 +1,9 @@
 """Inference backends: each turns built texts into raw logits of shape [n, labels].
 
+In two steps, so that callers can merge the inputs of several requests into one model run:
+`encode` makes one model input per text (token ids, or the text itself for TF-IDF), `run` turns
+any list of such inputs into logits; `logits(texts)` is the two in one.
+
 onnx-int8  ONNX Runtime on the dynamically quantised graph (default on CPU; no torch import);
            items near a threshold are re-scored with fp32 when the manifest has an int8 guard
 onnx-int8-fast  the int8 graph without the guard (faster; decisions agree with fp32 less often)
@@ -11,7 +15,7 @@ tfidf      the scikit-learn baseline stored with skops (the only backend of a tf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,14 +31,38 @@ class Backend(Protocol):
 
     name: str
 
+    def encode(self, texts: list[str]) -> list[Any]:
+        """One model input per text; inputs of several calls may be concatenated for `run`."""
+        ...
+
+    def run(self, inputs: list[Any]) -> NDArray[np.float32]:
+        """Raw (uncalibrated) logits, one row per input, columns in manifest label order.
+
+        A row depends on its own input only (padded fp32 batches: to float rounding), so any
+        split or merge of the inputs gives the same rows.
+        """
+        ...
+
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
-        """Raw (uncalibrated) logits, one row per text, columns in manifest label order."""
+        """Raw logits for built texts: `run(encode(texts))`."""
         ...
 
 
 def default_backend(manifest: Manifest) -> str:
     """The backend a model kind uses when none is chosen."""
     return "tfidf" if manifest.kind == "tfidf" else "onnx-int8"
+
+
+def backend_name(manifest: Manifest, name: str | None = None) -> str:
+    """The backend that serves this model when `name` is asked for; ArtifactError if none can."""
+    name = name or default_backend(manifest)
+    if manifest.kind == "tfidf":
+        if name not in ("tfidf", "onnx-int8", "onnx-int8-fast", "onnx"):
+            raise ArtifactError(f"a tfidf model is served by the tfidf backend, not {name!r}")
+        return "tfidf"
+    if name not in BACKENDS or name == "tfidf":
+        raise ArtifactError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
 
 
 def load_backend(
@@ -45,10 +73,8 @@ def load_backend(
     batch_size: int = 64,
 ) -> Backend:
     """Create the named backend for an artifact folder (already verified)."""
-    name = name or default_backend(manifest)
-    if manifest.kind == "tfidf":
-        if name not in ("tfidf", "onnx-int8", "onnx-int8-fast", "onnx"):
-            raise ArtifactError(f"a tfidf model is served by the tfidf backend, not {name!r}")
+    name = backend_name(manifest, name)
+    if name == "tfidf":
         from serving.backends.tfidf import TfidfBackend
 
         return TfidfBackend(folder, manifest)
@@ -68,8 +94,6 @@ def load_backend(
         from serving.backends.cascade import CascadeBackend
 
         return CascadeBackend(folder, manifest, threads=threads, batch_size=batch_size)
-    if name == "torch":
-        from serving.backends.torch import TorchBackend
+    from serving.backends.torch import TorchBackend
 
-        return TorchBackend(folder, manifest, threads=threads, batch_size=batch_size)
-    raise ArtifactError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return TorchBackend(folder, manifest, threads=threads, batch_size=batch_size)

@@ -76,7 +76,15 @@ class CascadeBackend:
         cleared = np.asarray((risk < self.stage.clear_below) & ~vague, dtype=bool)
         return cleared, p1, risk
 
+    def encode(self, texts: list[str]) -> list[str]:
+        """The texts themselves: only the forwarded ones are tokenised, in `run`."""
+        return list(texts)
+
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Logits for built texts."""
+        return self.run(texts)
+
+    def run(self, texts: list[str]) -> NDArray[np.float32]:
         """Transformer logits for forwarded texts; first-stage probabilities as logits otherwise."""
         if not texts:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)

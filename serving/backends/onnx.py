@@ -94,6 +94,9 @@ class OnnxBackend:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to the model's limit."""
+        prefix = self.manifest.rules.text_prefix
+        if prefix:
+            texts = [prefix + t for t in texts]
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
     def _feeds(self, rows: list[list[int]]) -> dict[str, Any]:
@@ -112,7 +115,7 @@ class OnnxBackend:
         session = session or self.session
         return np.asarray(session.run(["logits"], self._feeds(rows))[0], dtype=np.float32)
 
-    def logits_from_ids(self, ids: list[list[int]]) -> NDArray[np.float32]:
+    def run(self, ids: list[list[int]]) -> NDArray[np.float32]:
         """Logits for pre-tokenised inputs."""
         if not ids:
             return np.zeros((0, self.n_labels), dtype=np.float32)
@@ -136,7 +139,7 @@ class OnnxBackend:
             return out
         unstable = np.flatnonzero(unstable_decisions(out, self.manifest, guard.margin))
         if unstable.size:
-            out[unstable] = self.fallback.logits_from_ids([ids[i] for i in unstable])
+            out[unstable] = self.fallback.run([ids[i] for i in unstable])
             self.rescored += int(unstable.size)
         return out
 
@@ -144,4 +147,4 @@ class OnnxBackend:
         """Raw logits for built texts."""
         if not texts:
             return np.zeros((0, self.n_labels), dtype=np.float32)
-        return self.logits_from_ids(self.encode(texts))
+        return self.run(self.encode(texts))

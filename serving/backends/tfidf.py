@@ -47,6 +47,14 @@ class TfidfBackend:
         scores = self.pipeline.decision_function(texts)  # type: ignore[attr-defined]
         return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)
 
-    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+    def encode(self, texts: list[str]) -> list[str]:
+        """The texts themselves: the pipeline's vectoriser does the rest."""
+        return list(texts)
+
+    def run(self, texts: list[str]) -> NDArray[np.float32]:
         """Decision-function values (logits of the logistic regressions), one per label."""
         return self.raw(texts)[:, : self.n_labels]
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Decision-function values for built texts."""
+        return self.run(texts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ class TorchBackend:
         self.torch = torch
         self.batch_size = batch_size
         self.max_tokens = manifest.rules.max_tokens
+        self.text_prefix = manifest.rules.text_prefix
         self.n_labels = len(manifest.labels)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(
@@ -37,17 +39,31 @@ class TorchBackend:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
         self.model.eval()
+        # A fast tokenizer call sets truncation and padding on the shared Rust tokenizer:
+        # concurrent calls (API requests preparing while the model runs) fail with "Already
+        # borrowed" without this lock.
+        self._encode_lock = threading.Lock()
 
-    def logits(self, texts: list[str]) -> NDArray[np.float32]:
-        """Raw logits for built texts."""
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, truncated to the model's limit."""
         if not texts:
-            return np.zeros((0, self.n_labels), dtype=np.float32)
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
+            return []
+        with self._encode_lock:
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
         ids: list[list[int]] = enc["input_ids"]
+        return ids
+
+    def run(self, ids: list[list[int]]) -> NDArray[np.float32]:
+        """Logits for pre-tokenised inputs, in length-sorted batches."""
+        if not ids:
+            return np.zeros((0, self.n_labels), dtype=np.float32)
         lengths = [len(i) for i in ids]
 
         def infer(idx: NDArray[np.intp]) -> NDArray[np.float32]:
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            with self._encode_lock:
+                batch = self.tokenizer.pad(
+                    {"input_ids": [ids[i] for i in idx]}, return_tensors="pt"
+                )
             with self.torch.inference_mode():
                 out = self.model(
                     input_ids=batch["input_ids"].to(self.device),
@@ -56,3 +72,7 @@ class TorchBackend:
             return np.asarray(out.logits.float().cpu().numpy(), dtype=np.float32)
 
         return run_sorted(lengths, self.batch_size, self.n_labels, infer)
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Raw logits for built texts."""
+        return self.run(self.encode(texts))

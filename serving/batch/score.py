@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from serving.batch.writers import open_writer, output_format
 from serving.contract.errors import InputError, OutputError, TruncatedInputError
+from serving.contract.listing import ScoredListing, score_columns
 from serving.contract.readers import (
     ColumnMapping,
     RejectedRow,
@@ -34,11 +35,23 @@ from serving.contract.readers import (
     detect_format,
     read_records,
 )
-from serving.contract.text import build_text_from_record
+from serving.contract.text import listing_from_record
 from serving.predictor import Predictor
 
 CHECKPOINT_VERSION = 1
-SCORE_COLUMNS = ("decision", "risk", "labels", "reasons", "model_version", "taxonomy_version")
+
+
+class Enqueued(Protocol):
+    """What the review intake reports for one chunk (`serving.review.intake.IntakeResult`)."""
+
+    @property
+    def queued(self) -> int: ...
+    @property
+    def already_queued(self) -> int: ...
+
+
+EnqueueFn = Callable[[list[dict[str, Any]], list[ScoredListing]], Enqueued]
+"""`--enqueue-review`: a chunk's rows and their scored listings to the review intake."""
 
 
 @dataclass
@@ -52,6 +65,7 @@ class Summary:
     per_label: dict[str, dict[str, int]] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     enqueued: int = 0
+    already_queued: int = 0
     duplicate_ids: int = 0
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -74,7 +88,7 @@ class ScoreOptions:
     chunk_size: int = 2048
     resume: bool = False
     overwrite: bool = False
-    enqueue: Callable[[list[dict[str, Any]]], int] | None = None
+    enqueue: EnqueueFn | None = None
 
 
 def rejects_path(output: Path) -> Path:
@@ -159,9 +173,9 @@ def _id_hash(value: Any) -> int:
 
 
 class Scorer:
-    """Scores files with one loaded predictor (local, or a RayPredictor for the Ray engine)."""
+    """Scores files with one loaded predictor (its backend local, or on Ray actors)."""
 
-    def __init__(self, predictor: Predictor | Any, engine: str = "local") -> None:
+    def __init__(self, predictor: Predictor, engine: str = "local") -> None:
         self.predictor = predictor
         self.engine = engine
 
@@ -176,6 +190,7 @@ class Scorer:
             "model": m.name,
             "model_version": m.version,
             "backend": self.predictor.backend.name,
+            "review_budget": m.review_path.budget if m.review_path else None,
         }
 
     def score_file(
@@ -358,20 +373,13 @@ class Scorer:
             for key in row.data:
                 if key not in columns:
                     columns.append(key)
-        reserved = (
-            set(SCORE_COLUMNS) | {f"p_{lb}" for lb in self.predictor.labels} | {"extra_fields"}
-        )
+        reserved = set(score_columns(self.predictor.labels)) | {"extra_fields"}
         renamed = {c: f"input_{c}" for c in columns if c in reserved}
         return [renamed.get(c, c) for c in columns], renamed
 
     def _score_columns(self, in_kind: str, out_kind: str) -> list[str]:
         extra = ["extra_fields"] if in_kind == "jsonl" and out_kind != "jsonl" else []
-        return (
-            extra
-            + ["decision", "risk"]
-            + [f"p_{lb}" for lb in self.predictor.labels]
-            + ["labels", "reasons", "model_version", "taxonomy_version"]
-        )
+        return extra + score_columns(self.predictor.labels)
 
     def _score_rows(
         self,
@@ -380,15 +388,14 @@ class Scorer:
         columns: list[str],
         renamed: dict[str, str],
         summary: Summary,
-        enqueue: Callable[[list[dict[str, Any]]], int] | None = None,
+        enqueue: EnqueueFn | None = None,
     ) -> list[dict[str, Any]]:
         if not good:
             return []
-        m = self.predictor.manifest
-        built = [build_text_from_record(r.data, mapping.text_cols, m.rules.max_chars) for r in good]
-        results = self.predictor.predict_texts(
-            [b.text for b in built], [b.truncated for b in built]
+        listings, extras = zip(
+            *(listing_from_record(r.data, mapping.text_cols) for r in good), strict=True
         )
+        results = self.predictor.score(listings, extras)
         known = set(columns)
         out = []
         for row, result in zip(good, results, strict=True):
@@ -397,48 +404,22 @@ class Scorer:
             if extra:
                 record = {k: v for k, v in record.items() if k in known}
                 record["extra_fields"] = extra
-            record["decision"] = result.decision
-            record["risk"] = round(result.risk, 6)
-            for label in self.predictor.labels:
-                record[f"p_{label}"] = round(result.probabilities[label], 6)
-                decision = result.label_decisions[label]
+            record.update(result.output_columns())
+            for label, decision in result.label_decisions.items():
                 if decision != "clear":
                     summary.per_label[label][decision] += 1
-            record["labels"] = "|".join(result.labels)
-            record["reasons"] = "|".join(result.reasons)
-            record["model_version"] = m.version
-            record["taxonomy_version"] = m.taxonomy_version
             summary.decisions[result.decision] += 1
             for reason in result.reasons:
                 summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
             out.append(record)
         if enqueue is not None:
-            review = [
-                self._review_item(row, b.text, result, mapping)
-                for row, b, result in zip(good, built, results, strict=True)
-                if result.decision == "review"
-            ]
-            if review:
-                # Idempotent by input hash and model version: a resumed chunk adds nothing twice.
-                summary.enqueued += enqueue(review)
+            # The intake admits the 'review' rows and makes each row the same queue item as
+            # `review import` would; idempotent, so a resumed chunk adds nothing twice.
+            done = enqueue([r.data for r in good], results)
+            summary.enqueued += done.queued
+            summary.already_queued += done.already_queued
         summary.scored += len(good)
         return out
-
-    @staticmethod
-    def _review_item(row: Row, text: str, result: Any, mapping: ColumnMapping) -> dict[str, Any]:
-        data = row.data
-        return {
-            "id": str(data.get(mapping.id_col) or f"line-{row.line}"),
-            "title": str(data.get("title") or data.get(mapping.text_cols[0]) or ""),
-            "description": str(data.get("description") or ""),
-            "brand": str(data.get("brand") or ""),
-            "seller_category": str(data.get("seller_category") or ""),
-            "text": text,
-            "probabilities": result.probabilities,
-            "decision": result.decision,
-            "reasons": result.reasons,
-            "label_decisions": result.label_decisions,
-        }
 
     @staticmethod
     def _find_duplicates(ids_file: Path, summary: Summary, id_col: str) -> None:

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from serving.contract.errors import InputError, TaxonomyError, TruncatedInputError
+from serving.contract.listing import TEXT_FIELDS
 from serving.contract.taxonomy import Taxonomy
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "tsv", "jsonl", "parquet")
-DEFAULT_TEXT_COLS = ("title", "description", "brand", "seller_category")
+DEFAULT_TEXT_COLS = TEXT_FIELDS
 DEFAULT_MAX_FIELD_CHARS = 1_000_000
 MAX_JSON_DEPTH = 64
 _RAW_PREVIEW = 2000

@@ -6,22 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.contract.listing import Listing
+
 DecisionName = Literal["flag", "review", "clear"]
 
 
-class Item(BaseModel):
+class Item(Listing):
     """One listing to classify."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | int | None = Field(default=None, description="echoed back unchanged")
-    title: str = Field(default="", description="listing title")
-    description: str = Field(default="", description="listing body")
-    brand: str = Field(default="", description="brand or manufacturer")
-    seller_category: str = Field(default="", description="the seller's category path")
-    attributes: dict[str, str | int | float | bool | None] = Field(
-        default_factory=dict, description="key/value specifications folded into the text"
-    )
 
 
 class ClassifyRequest(BaseModel):

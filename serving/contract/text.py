@@ -13,9 +13,11 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from serving.contract.listing import CONTENT_FIELDS, TEXT_FIELDS, Listing
 
 DEFAULT_MAX_CHARS = 2000
 FIELD_SEPARATOR = " | "
@@ -135,12 +137,51 @@ def build_text(
     return BuiltText(text, False)
 
 
-KNOWN_FIELDS = ("title", "description", "brand", "seller_category", "attributes")
+def listing_from_record(
+    record: Mapping[str, Any],
+    text_cols: Sequence[str] = CONTENT_FIELDS,
+    ident: str | int | None = None,
+) -> tuple[Listing, dict[str, str]]:
+    """The listing in a file record, and the other chosen text columns.
+
+    Columns named like the listing fields keep their role; any other chosen column is returned in
+    the second value, to be folded in as "column: value". The first chosen column stands in for
+    the title when there is no `title`. Values become the strings the text builder makes of them.
+    """
+    fields: dict[str, Any] = {}
+    extra: dict[str, str] = {}
+    for i, col in enumerate(text_cols):
+        value = record.get(col)
+        if col in CONTENT_FIELDS:
+            fields[col] = value
+        elif i == 0 and "title" not in text_cols:
+            fields["title"] = value
+        else:
+            extra[col] = _stringify(value)
+    attributes = fields.pop("attributes", None)
+    if attributes is not None and not isinstance(attributes, Mapping):
+        extra["attributes"] = _stringify(attributes)
+        attributes = None
+    values: dict[str, Any] = {f: _stringify(fields.get(f, "")) for f in TEXT_FIELDS}
+    values["attributes"] = {_stringify(k): _stringify(v) for k, v in (attributes or {}).items()}
+    # Every value is a string by now: construct without validating, at file-reading speed.
+    return Listing.model_construct(id=ident, **values), extra
+
+
+def build_listing_text(
+    listing: Listing,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    extra: Mapping[str, Any] | None = None,
+) -> BuiltText:
+    """Build the model input of a listing (and any other text columns of its file row)."""
+    return build_text(
+        **{f: getattr(listing, f) for f in CONTENT_FIELDS}, extra=extra, max_chars=max_chars
+    )
 
 
 def build_text_from_record(
     record: Mapping[str, Any],
-    text_cols: tuple[str, ...] | list[str] = ("title", "description", "brand", "seller_category"),
+    text_cols: Sequence[str] = TEXT_FIELDS,
     max_chars: int = DEFAULT_MAX_CHARS,
 ) -> BuiltText:
     """Build the model input from a record dict using the chosen text columns.
@@ -148,29 +189,8 @@ def build_text_from_record(
     Columns named like the listing fields keep their role; any other chosen column is folded in
     as "column: value". The first chosen column stands in for the title when there is no `title`.
     """
-    fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for i, col in enumerate(text_cols):
-        value = record.get(col)
-        if col in KNOWN_FIELDS:
-            fields[col] = value
-        elif i == 0 and "title" not in text_cols:
-            fields["title"] = value
-        else:
-            extra[col] = value
-    attributes = fields.pop("attributes", None)
-    if attributes is not None and not isinstance(attributes, Mapping):
-        extra["attributes"] = attributes
-        attributes = None
-    return build_text(
-        title=fields.get("title", ""),
-        description=fields.get("description", ""),
-        brand=fields.get("brand", ""),
-        seller_category=fields.get("seller_category", ""),
-        attributes=attributes,
-        extra=extra,
-        max_chars=max_chars,
-    )
+    listing, extra = listing_from_record(record, text_cols)
+    return build_listing_text(listing, max_chars, extra)
 
 
 def count_words(text: str) -> int:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from serving.contract.errors import InputError
 from serving.contract.text import FIELD_SEPARATOR
 from serving.review.models import AuditEvent, Item
-from serving.review.queue import final_outcome
+from serving.review.rules import final_outcome
 
 EXPORT_COLUMNS = (
     "id",

@@ -69,7 +69,7 @@ def new_password() -> str:
 
 
 def hash_api_key(key: str) -> str:
-    """sha256 hex of an API key (the same scheme as `serving.api.auth`)."""
+    """sha256 hex of an API key (the same scheme as `serving.auth_keys`)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from serving.review.kappa import agreement_per_label
 from serving.review.models import Item, Review, utcnow
-from serving.review.queue import OPEN_STATUSES, count_by_status
+from serving.review.queue import count_by_status
+from serving.review.rules import OPEN_STATUSES
 
 AGE_BUCKETS = (("< 1 h", 1.0), ("1-24 h", 24.0), ("1-7 d", 168.0), ("> 7 d", float("inf")))
 

@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from serving.review.audit import record_event
+from serving.review.errors import InvalidError
 from serving.review.models import ROLES, User
-from serving.review.queue import InvalidError
 from serving.review.security import hash_api_key, hash_password, verify_password
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")

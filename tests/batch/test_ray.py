@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_ray_engine_equals_local_engine(smoke_model, tmp_path):
     ray = pytest.importorskip("ray")
-    from serving.batch.ray_engine import RayPredictor
+    from serving.batch.ray_engine import ray_predictor
 
     rows = catalog_rows(120)
     rows[5]["title"] = rows[5]["description"] = ""
@@ -29,7 +29,7 @@ def test_ray_engine_equals_local_engine(smoke_model, tmp_path):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=short)
     try:
-        remote = RayPredictor(local, str(smoke_model), actors=2)
+        remote = ray_predictor(str(smoke_model), actors=2)
         ray_out = tmp_path / "ray.csv"
         ray_summary = Scorer(remote, "ray").score_file(ScoreOptions(src, ray_out, chunk_size=50))
     finally:

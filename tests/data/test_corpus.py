@@ -88,14 +88,14 @@ def test_cli_validate_fails_on_a_leaky_file_and_stats_json(root, rows, tmp_path)
     path = tmp_path / "leaky.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in data))
     bad = subprocess.run(
-        [sys.executable, "-m", "training.cli", "data", "validate", "--corpus", str(path)],
+        [sys.executable, "-m", "dualscreen.cli", "data", "validate", "--corpus", str(path)],
         capture_output=True,
         text=True,
         cwd=root,
     )
     assert bad.returncode == 1 and "leak_exact" in bad.stderr
     stats = subprocess.run(
-        [sys.executable, "-m", "training.cli", "data", "stats", "--json"],
+        [sys.executable, "-m", "dualscreen.cli", "data", "stats", "--json"],
         capture_output=True,
         text=True,
         cwd=root,

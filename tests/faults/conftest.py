@@ -205,7 +205,7 @@ def clean_scores(
 def score_cli(args: list[str], **popen: Any) -> subprocess.Popen[str]:
     """`dualscreen score ARGS` in a child process (stdout and stderr piped)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "score", *args],
+        [sys.executable, "-m", "dualscreen.cli", "score", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

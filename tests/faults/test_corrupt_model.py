@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.api.app import create_app
-from serving.api.settings import Settings
+from serving.app import create_app
 from serving.contract.artifact import read_manifest, write_manifest
 from serving.contract.errors import DualscreenError
+from serving.settings import Settings
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -95,7 +95,7 @@ async def start_outcome(folder: Path) -> str:
     except DualscreenError as exc:
         return str(exc)
     finally:
-        app.state.dualscreen.extras["review"].close()
+        app.state.review.close()
 
 
 CASES = [
@@ -117,7 +117,7 @@ async def test_a_damaged_model_never_comes_up_ready(sealed, tmp_path):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert (await client.get("/ready")).status_code == 200
-    app.state.dualscreen.extras["review"].close()
+    app.state.review.close()
 
     outcomes = {}
     for n, (kind, name, how) in enumerate(CASES):
@@ -146,7 +146,7 @@ def test_serve_refuses_a_damaged_model_without_a_traceback(sealed, tmp_path):
     env |= {"DUALSCREEN_API_KEYS": f"{KEY}:classify", "PYTHONPATH": str(ROOT)}
     port = str(free_port())
     done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "serve", "--model", str(folder), "--port", port],
+        [sys.executable, "-m", "dualscreen.cli", "serve", "--model", str(folder), "--port", port],
         capture_output=True,
         text=True,
         env=env,

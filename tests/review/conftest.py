@@ -120,7 +120,8 @@ THRESHOLDS = {lb: 0.5 for lb in LABELS}
 
 
 def enqueue(store: ReviewStore, items: list[dict[str, Any]], version: str = "v1", **kw: Any) -> int:
-    from serving.review.queue import enqueue_predictions
+    """Queue scored-listing dicts directly (below the intake); returns how many were new."""
+    from serving.review.enqueue import enqueue_predictions
 
     return enqueue_predictions(
         store,
@@ -131,7 +132,7 @@ def enqueue(store: ReviewStore, items: list[dict[str, Any]], version: str = "v1"
         kw.pop("source", "test"),
         flag_thresholds=THRESHOLDS,
         **kw,
-    )
+    ).queued
 
 
 def later(seconds: float) -> dt.datetime:
@@ -155,7 +156,7 @@ def predictor(smoke_model):
 
 
 def make_settings(db_url: str, **kw: Any):
-    from serving.api.settings import Settings
+    from serving.settings import Settings
 
     base: dict[str, Any] = {
         "api_keys": f"{REVIEW_KEY}:review,{ADMIN_KEY}:review+admin+classify,"
@@ -170,7 +171,7 @@ def make_settings(db_url: str, **kw: Any):
 @contextlib.asynccontextmanager
 async def serve(db_url: str, predictor: Any = None, **kw: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The whole API app; with a predictor its lifespan runs (model ready), else it does not."""
-    from serving.api.app import create_app
+    from serving.app import create_app
 
     app = create_app(make_settings(db_url, **kw), predictor=predictor)
     lifespan = (
@@ -182,4 +183,4 @@ async def serve(db_url: str, predictor: Any = None, **kw: Any) -> AsyncIterator[
             transport=transport, base_url="http://testserver", timeout=60
         ) as client:
             yield client
-    app.state.dualscreen.extras["review"].close()
+    app.state.review.close()

@@ -191,7 +191,7 @@ async def test_expired_session_goes_back_to_login(store, db_url, monkeypatch):
 
     from serving.review.models import User
     from serving.review.security import SessionSigner
-    from serving.review.web import SESSION_COOKIE
+    from serving.review.sessions import SESSION_COOKIE
     from tests.review.conftest import SECRET
 
     add_users(store)
@@ -285,7 +285,7 @@ async def test_enqueue_endpoint_and_classify_flag_with_the_model(store, db_url, 
         assert r.status_code == 200, r.text
         assert r.json()["queued"] == 2 and r.json()["model"]["version"]
         r = await client.post("/v1/review/items", json={"items": items}, headers=headers)
-        assert r.json()["queued"] == 0  # idempotent
+        assert (r.json()["queued"], r.json()["already_queued"]) == (0, 2)  # idempotent
         r = await client.post(
             "/v1/review/items", json={"items": [{"id": "e", "title": ""}]}, headers=headers
         )
@@ -307,7 +307,7 @@ async def test_enqueue_endpoint_and_classify_flag_with_the_model(store, db_url, 
             },
             headers={"X-API-Key": ADMIN_KEY},
         )
-        assert r.status_code == 200 and "x-review-queued" in r.headers
+        assert r.status_code == 200 and r.headers["x-review-already-queued"] == "0"
         queued = int(r.headers["x-review-queued"])
         assert queued == (1 if r.json()["items"][0]["decision"] != "clear" else 0)
         q = (await client.get("/v1/review/queue", headers=headers)).json()

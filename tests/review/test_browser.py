@@ -36,8 +36,9 @@ pytestmark = [
 def live(tmp_path, predictor) -> Iterator[tuple[str, ReviewStore]]:
     """API + review UI on 127.0.0.1 (random port), with a reviewer, an admin and queued items."""
 
-    from serving.api.app import create_app
-    from serving.review.web import scored_items
+    from serving.app import create_app
+    from serving.contract.listing import Listing
+    from serving.review.intake import IntakePolicy, enqueue_listings, flag_thresholds
 
     url = f"sqlite:///{tmp_path / 'review.db'}"
     store = ReviewStore.open(url)
@@ -45,29 +46,25 @@ def live(tmp_path, predictor) -> Iterator[tuple[str, ReviewStore]]:
         create_user(session, "rita", "reviewer", password="rita-password-1")
         create_user(session, "ada", "admin", password="ada-password-12")
     listings = [
-        {
-            "id": "sku-thermal",
-            "title": "LWIR thermal imaging core 640x512",
-            "description": "uncooled VOx microbolometer, 12 um pitch, NETD < 40 mK",
-            "brand": "Acme Optics",
-        },
-        {
-            "id": "sku-<script>",
-            "title": "<script>window.__xss = 1</script> FPV drone frame",
-            "description": '<img src=x onerror="window.__xss=2"> 5 inch carbon',
-        },
+        Listing(
+            id="sku-thermal",
+            title="LWIR thermal imaging core 640x512",
+            description="uncooled VOx microbolometer, 12 um pitch, NETD < 40 mK",
+            brand="Acme Optics",
+        ),
+        Listing(
+            id="sku-<script>",
+            title="<script>window.__xss = 1</script> FPV drone frame",
+            description='<img src=x onerror="window.__xss=2"> 5 inch carbon',
+        ),
     ]
-    from serving.review.queue import enqueue_predictions
-
-    m = predictor.manifest
-    enqueue_predictions(
+    enqueue_listings(
         store,
-        scored_items(predictor, listings),
-        m.name,
-        m.version,
-        m.taxonomy_version,
+        predictor.score(listings),
+        IntakePolicy.EVERY,
         "browser-test",
-        flag_thresholds={lb: t.flag for lb, t in m.thresholds.items()},
+        flag_thresholds=flag_thresholds(predictor.manifest),
+        actor="test",
     )
     with uvicorn_thread(create_app(make_settings(url), predictor=predictor)) as base:
         yield base, store

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 def dualscreen(*args: str, stdin: str | None = None):
-    from training.cli import app
+    from dualscreen.cli import app
 
     result = runner.invoke(app, list(args), input=stdin, catch_exceptions=False)
     return result
@@ -77,7 +77,7 @@ def test_first_run_creates_one_admin(tmp_path, monkeypatch, from_env):
 def test_settings_refuse_a_weak_session_secret():
     from pydantic import ValidationError
 
-    from serving.api.settings import Settings
+    from serving.settings import Settings
 
     keys = "some-key-0123456789abcdef"
     with pytest.raises(ValidationError, match="SESSION_SECRET"):

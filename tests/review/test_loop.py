@@ -12,9 +12,10 @@ import json
 
 import pytest
 
-from serving.review.queue import claim_next, enqueue_predictions, submit_review
+from serving.contract.listing import Listing
+from serving.review.intake import IntakePolicy, enqueue_listings, flag_thresholds
+from serving.review.queue import claim_next, submit_review
 from serving.review.store import ReviewStore
-from serving.review.web import scored_items
 
 pytestmark = pytest.mark.slow
 
@@ -45,23 +46,22 @@ def test_reviewed_labels_train_the_next_candidate(
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from dualscreen.cli import app
     from training.config import load_config
     from training.pipeline import run_training
 
     url = f"sqlite:///{tmp_path / 'review.db'}"
     store = ReviewStore.open(url)
-    listings = [{"id": i, "title": t, "description": d} for i, t, d, _ in REVIEWED]
+    listings = [Listing(id=i, title=t, description=d) for i, t, d, _ in REVIEWED]
     m = predictor.manifest
-    queued = enqueue_predictions(
+    queued = enqueue_listings(
         store,
-        scored_items(predictor, listings),
-        m.name,
-        m.version,
-        m.taxonomy_version,
+        predictor.score(listings),
+        IntakePolicy.EVERY,
         "loop-test",
-        flag_thresholds={lb: t.flag for lb, t in m.thresholds.items()},
-    )
+        flag_thresholds=flag_thresholds(m),
+        actor="test",
+    ).queued
     assert queued == len(REVIEWED)
     truth = {i: labels for i, _, _, labels in REVIEWED}
     for _ in REVIEWED:

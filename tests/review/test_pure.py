@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from serving.review.explain import Term, highlight
+from serving.contract.schemas import Term
+from serving.review.errors import InvalidError
+from serving.review.explain import highlight
 from serving.review.export import neutralize_cell
 from serving.review.kappa import agreement_per_label, cohens_kappa
-from serving.review.queue import (
-    InvalidError,
-    QueueFilters,
+from serving.review.queue import QueueFilters
+from serving.review.rules import (
     input_hash,
     item_status,
     open_slots,
@@ -206,7 +207,8 @@ def test_login_limiter_blocks_after_failures_and_recovers():
 
 def test_highlight_keeps_text_and_marks_words():
     text = "LWIR thermal core | uncooled microbolometer 640x512"
-    segments = highlight(text, {"sensors_lasers": [Term("microbolometer", 0.3), Term("LWIR", 0.1)]})
+    terms = [Term(term="microbolometer", weight=0.3), Term(term="LWIR", weight=0.1)]
+    segments = highlight(text, {"sensors_lasers": terms})
     assert "".join(s.text for s in segments) == text
     marked = {s.text: s.label for s in segments if s.label}
     assert marked == {"microbolometer": "sensors_lasers", "LWIR": "sensors_lasers"}
@@ -223,4 +225,75 @@ def test_similar_index_ranks_overlap_first():
     found = index.query("LWIR uncooled microbolometer core", k=3)
     assert [i for i, _ in found][:2] == [1, 3]
     assert all(i != 2 for i, _ in found)
-    assert index.query("anything", exclude=1) == index.query("anything", exclude=1)
+    # `exclude` drops the item itself (the one on the page), not what resembles it.
+    excluded = index.query("LWIR uncooled microbolometer core", k=3, exclude=1)
+    assert [i for i, _ in excluded][:1] == [3]
+    assert all(i != 1 for i, _ in excluded)
+
+
+def test_occlusion_weighs_each_distinct_word_against_the_unchanged_text():
+    """Issue 13: one occlusion (`serving.explain`) for the API and the review page."""
+    import numpy as np
+
+    from serving.explain import explain_text, plan_occlusion
+
+    plan = plan_occlusion("thermal core, thermal | LWIR", max_words=48)
+    assert plan.words == ("thermal", "core", "LWIR")  # punctuation stripped, each word once
+    assert plan.texts == (
+        "thermal core, thermal | LWIR",
+        "core, | LWIR",
+        "thermal thermal | LWIR",
+        "thermal core, thermal |",
+    )
+    assert plan_occlusion("a b c", max_words=2).words == ("a", "b")
+
+    def probabilities(texts: list[str]) -> np.ndarray:
+        # label 0 rises with "thermal" and "LWIR"; label 1 with nothing
+        return np.array([[0.1 + 0.5 * ("thermal" in t) + 0.2 * ("LWIR" in t), 0.3] for t in texts])
+
+    terms = explain_text(probabilities, "thermal core, thermal | LWIR", ["sensors", "uav"])
+    assert terms == {
+        "sensors": [Term(term="thermal", weight=0.5), Term(term="LWIR", weight=0.2)],
+        "uav": [],
+    }
+    assert explain_text(probabilities, " | ", ["sensors", "uav"]) == {}
+
+
+def test_highlight_marks_words_with_their_punctuation():
+    segments = highlight("core, LWIR.", {"sensors_lasers": [Term(term="core", weight=0.2)]})
+    assert "".join(s.text for s in segments) == "core, LWIR."
+    assert [(s.text, s.label) for s in segments if s.label] == [("core,", "sensors_lasers")]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "b_extra", "same"),
+    [
+        # an API attribute and a file's extra text column with the same value as text: one item
+        ({"id": 7, "title": "x", "attributes": {"rate": 20}}, {"id": "7", "title": "x"},
+         {"rate": "20"}, True),
+        ({"id": "a", "title": "x", "attributes": {"n": ""}}, {"id": "a", "title": "x"}, {}, True),
+        ({"id": "", "title": "x"}, {"id": None, "title": "x"}, {}, True),
+        ({"id": "a", "title": "x"}, {"id": "b", "title": "x"}, {}, False),
+        ({"id": "a", "title": "x"}, {"id": "a", "title": "x", "brand": "y"}, {}, False),
+        ({"id": "a", "title": "x"}, {"id": "a", "title": "x"}, {"notes": "n"}, False),
+    ],
+)  # fmt: skip
+def test_intake_item_key(a, b, b_extra, same):
+    from serving.contract.listing import Listing
+    from serving.review.intake import IntakePolicy
+
+    key_a = IntakePolicy.item_key(Listing(**a))
+    assert (key_a == IntakePolicy.item_key(Listing(**b), b_extra)) is same
+
+
+def test_intake_policies_admit_named_decisions():
+    from serving.review.intake import IntakePolicy
+
+    admitted = {
+        p.name: [d for d in ("flag", "review", "clear") if p.admits(d)] for p in IntakePolicy
+    }
+    assert admitted == {
+        "EVERY": ["flag", "review", "clear"],
+        "NOT_CLEAR": ["flag", "review"],
+        "REVIEW": ["review"],
+    }

@@ -11,12 +11,10 @@ from sqlalchemy import text
 
 from serving.review import db
 from serving.review.audit import item_events, list_events, record_event
+from serving.review.errors import ConflictError, ForbiddenError, InvalidError
 from serving.review.export import export_audit_csv, export_reviews
 from serving.review.models import AuditEvent, Base, Item
 from serving.review.queue import (
-    ConflictError,
-    ForbiddenError,
-    InvalidError,
     QueueFilters,
     claim_item,
     claim_next,

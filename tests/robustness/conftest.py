@@ -1,6 +1,6 @@
 """Fixtures for the bad-input corpus: the real console entry point, the review databases, the API.
 
-The CLI runs in this process through `training.cli.main`, the function the `dualscreen` script
+The CLI runs in this process through `dualscreen.cli.main`, the function the `dualscreen` script
 calls, so a test sees its exit code and stderr as a shell would without paying a Python start-up
 per file; `test_cli_process.py` runs a few files through a real child process as well.
 """
@@ -37,7 +37,7 @@ def dualscreen(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., CliResult]:
     """Run `dualscreen ARGS...` through the console entry point; an exception fails the test."""
-    from training.cli import main
+    from dualscreen.cli import main
 
     def run(*args: object) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["dualscreen", *(str(a) for a in args)])

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def run(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *(str(a) for a in args)],
+        [sys.executable, "-m", "dualscreen.cli", *(str(a) for a in args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

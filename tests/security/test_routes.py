@@ -18,7 +18,7 @@ import pytest
 from fastapi import routing as fastapi_routing
 from starlette.routing import Mount
 
-from serving.api.app import create_app
+from serving.app import create_app
 from serving.review.users import create_user
 from tests.review.conftest import (
     ADMIN_KEY,
@@ -100,7 +100,7 @@ async def real_app(db_url: str, predictor) -> AsyncIterator[tuple[object, httpx.
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client
-    app.state.dualscreen.extras["review"].close()
+    app.state.review.close()
 
 
 def _item(store) -> int:

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from serving.review.audit import event_dict, list_events
+from serving.review.sessions import LOGIN_COOKIE, SESSION_COOKIE
 from serving.review.users import create_user
-from serving.review.web import LOGIN_COOKIE, SESSION_COOKIE
 from tests.review.conftest import ADMIN_KEY, CLASSIFY_KEY, REVIEW_KEY, SECRET, make_settings, serve
 
 pytestmark = pytest.mark.anyio

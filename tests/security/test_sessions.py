@@ -15,8 +15,8 @@ import pytest
 
 from serving.review.models import User
 from serving.review.security import SessionSigner
+from serving.review.sessions import SESSION_COOKIE
 from serving.review.users import create_user
-from serving.review.web import SESSION_COOKIE
 from tests.review.conftest import enqueue, prediction, serve
 from tests.review.test_api import csrf_of, login
 
@@ -33,7 +33,7 @@ def _users(store) -> None:
 
 
 def _form_posts() -> list[str]:
-    from serving.api.app import create_app
+    from serving.app import create_app
     from tests.review.conftest import make_settings
     from tests.security.test_routes import app_routes
 

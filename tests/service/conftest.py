@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from serving.api.app import create_app
-from serving.api.settings import Settings
+from serving.app import create_app
 from serving.predictor import Predictor
+from serving.settings import Settings
 
 CLASSIFY_KEY = "test-classify-key-0123456789"
 REVIEW_KEY = "test-review-only-key-0123456789"

@@ -29,7 +29,7 @@ def _start(cwd: Path, model: Path, port: int) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "training.cli",
+            "dualscreen.cli",
             "serve",
             "--first-run",
             "--model",

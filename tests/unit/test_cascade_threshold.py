@@ -1,6 +1,6 @@
 import numpy as np
 
-from training.pipeline import choose_clear_below
+from training.cascade_fit import choose_clear_below
 
 
 def test_clear_below_lets_at_most_the_share_of_positives_under_it():

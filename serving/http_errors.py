@@ -1,4 +1,8 @@
-"""One JSON error envelope for every failure: {"error", "type", "detail"}."""
+"""One JSON error envelope for every failure of the HTTP service: {"error", "type", "detail"}.
+
+Shared by the classification API and the review queue's JSON endpoints (both raise `ApiError`);
+it lives outside both so neither imports the other.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """API keys: kept only as sha256 hashes, each with scopes; checked in constant time.
 
+The key store and the authentication rule are shared by the classification API (scope checks in
+`serving.api.deps`) and the review queue's JSON endpoints, so they live outside both.
+
 `DUALSCREEN_API_KEYS` is a comma-separated list of `key` or `key:scope+scope`; a bare key gets the
 `classify` scope. A keys file is JSON: `{"keys": [{"name": ..., "sha256": ..., "scopes": [...]}]}`.
 """
@@ -12,8 +15,10 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from serving.contract.errors import ConfigError
+from serving.http_errors import ApiError
 
 SCOPES = ("classify", "review", "admin")
 
@@ -92,3 +97,36 @@ class KeyStore:
             if hmac.compare_digest(digest, key.sha256):
                 found = key
         return found
+
+
+def load_key_store(api_keys: str | None, keys_file: Path | None) -> KeyStore:
+    """The keys of `DUALSCREEN_API_KEYS` and of the keys file, together."""
+    keys = []
+    if api_keys is not None:
+        keys += parse_env_keys(api_keys)
+    if keys_file is not None:
+        keys += load_keys_file(keys_file)
+    return KeyStore(keys)
+
+
+DEVELOPMENT_KEY = ApiKey("development", "", frozenset(SCOPES))
+
+
+def authenticate_key(
+    keys: KeyStore, mode: Literal["production", "development"], key: str | None
+) -> ApiKey | None:
+    """The key store's entry for `key`, or None when the store does not know it.
+
+    Development mode without any configured key admits everyone as DEVELOPMENT_KEY (all scopes);
+    otherwise a request without a key is refused with 401. Shared by the classification API and
+    the review API, which looks unknown keys up among its users' keys next.
+    """
+    if mode == "development" and not keys.keys:
+        return DEVELOPMENT_KEY
+    if not key:
+        raise ApiError(
+            401,
+            "missing API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": "APIKey"},
+        )
+    return keys.find(key)

@@ -10,14 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.contract.decide import parse_review_budget
+from serving.contract.errors import DualscreenError
 
 _WEAK_SECRETS = {"changeme", "changethis", "secret", "password", "development", "dev"}
 
 
 class Settings(BaseSettings):
-    """Settings of the API process."""
+    """Settings of the service process: the API, the review queue and its UI."""
 
     model_config = SettingsConfigDict(
         env_prefix="DUALSCREEN_", extra="ignore", protected_namespaces=()
@@ -30,6 +33,9 @@ class Settings(BaseSettings):
         None
     )
     threads: int = Field(default=0, ge=0)
+    # "default" keeps the model's review budget; "none" lifts it; a number sets it (see
+    # serving.contract.decide.parse_review_budget). Applied without retraining.
+    review_budget: str = "default"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -58,6 +64,15 @@ class Settings(BaseSettings):
     double_review_share: float = Field(default=0.0, ge=0.0, le=1.0)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: int = Field(default=300, ge=1)
+
+    @field_validator("review_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        try:
+            parse_review_budget(value)
+        except DualscreenError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:

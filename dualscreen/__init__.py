@@ -1,0 +1,1 @@
+"""dualscreen: the command line that puts serving and, where installed, training together."""

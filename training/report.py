@@ -1,0 +1,112 @@
+"""The evaluation figures of a training run and the report written from them.
+
+`evaluate_sets` scores every evaluation set (validation, test, real-world files) with a backend;
+`write_report` turns the figures into `report.md` with plots and `metrics.json`, which the model
+card and MLflow carry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.backends import Backend
+from serving.contract.artifact import Manifest
+from serving.contract.decide import calibrate
+from training.evaluate import (
+    compute_metrics,
+    format_metrics_table,
+    format_per_label,
+    metrics_by_source,
+    write_plots,
+)
+
+if TYPE_CHECKING:
+    from training.pipeline import Packaged
+
+
+def evaluate_sets(
+    backend: Backend,
+    manifest: Manifest,
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+) -> tuple[dict[str, Any], dict[str, NDArray[np.float64]]]:
+    """Metrics and calibrated probabilities of `backend` on every evaluation set."""
+    metrics: dict[str, Any] = {}
+    probs: dict[str, NDArray[np.float64]] = {}
+    for name, (texts, y, sources) in sets.items():
+        p = calibrate(backend.logits(texts), manifest)
+        m = compute_metrics(p, y, texts, manifest)
+        if any(sources):
+            m["by_source"] = metrics_by_source(p, y, texts, sources, manifest)
+        metrics[name] = m
+        probs[name] = p
+    return metrics, probs
+
+
+def write_report(
+    report_dir: Path,
+    main: Packaged,
+    info: dict[str, Any],
+    results: dict[str, dict[str, dict[str, Any]]],
+    probs: dict[str, NDArray[np.float64]],
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+) -> str:
+    """Write `report.md` (figures, per-label tables, plots) and `metrics.json`; return the text."""
+    m = main.manifest
+    parts = [
+        f"Model `{m.name}` {m.version} ({m.kind}), taxonomy {m.taxonomy_version}.",
+        "",
+        "### Headline figures",
+        "",
+        format_metrics_table(results),
+        "",
+    ]
+    if "train_seconds" in info:
+        parts.append(
+            f"Training time {info['train_seconds']} s"
+            + (
+                f", {info['train_items_per_second']} items/s, best epoch {info['best_epoch']}"
+                if "best_epoch" in info
+                else ""
+            )
+            + f". Validation ECE before calibration {info['val.ece_before']:.4f}, "
+            f"after {info['val.ece_after']:.4f}."
+        )
+    if m.onnx_agreement:
+        parts.append(f"int8 ONNX vs torch on validation: {json.dumps(m.onnx_agreement)}.")
+    if m.int8_guard is not None:
+        g = m.int8_guard
+        parts.append(
+            f"int8 guard: items whose decision could change within {g.margin} (calibrated logit) "
+            f"are re-scored with fp32; on validation {json.dumps(g.validation)}."
+        )
+    for set_name, by_model in results.items():
+        if set_name == "val":
+            continue
+        metrics = by_model[m.kind]
+        parts += ["", f"### {set_name} ({m.kind}), per label", "", format_per_label(metrics)]
+        if "by_source" in metrics:
+            parts += [
+                "",
+                "| source | n | macro F1 | any-label recall | review rate |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for src, sm in metrics["by_source"].items():
+                rec = sm["any_label"]["recall"]
+                parts.append(
+                    f"| {src} | {sm['n']} | {sm['macro_f1']:.3f} | "
+                    f"{'n/a' if rec is None else f'{rec:.3f}'} | {sm['review_rate']:.3f} |"
+                )
+        safe = set_name.replace("/", "_")
+        for plot in write_plots(
+            probs[set_name], sets[set_name][1], m.labels, metrics, report_dir, safe
+        ):
+            parts.append(f"![{plot.stem}]({plot.name})")
+    text = "\n".join(parts) + "\n"
+    (report_dir / "report.md").write_text(f"# Evaluation report\n\n{text}", encoding="utf-8")
+    (report_dir / "metrics.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return text
