@@ -247,7 +247,9 @@ def read_records(
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if kind == "parquet":
-        reader: Iterator[ReadResult] = _read_parquet(path, mapping, taxonomy, max_field_chars)
+        from serving.contract.parquet_reader import read_parquet
+
+        reader: Iterator[ReadResult] = read_parquet(path, mapping, taxonomy, max_field_chars)
     elif kind == "jsonl":
         reader = _read_jsonl(path, gz, mapping, taxonomy, max_field_chars)
     else:
@@ -550,61 +552,3 @@ def _read_jsonl(
             if taxonomy is not None:
                 labels = _LabelParser(taxonomy, mapping.labels_col, data.keys())
             yield _finish_row(number, raw, data, mapping, labels, max_field_chars, where)
-
-
-def _read_parquet(
-    path: Path,
-    mapping: ColumnMapping,
-    taxonomy: Taxonomy | None,
-    max_field_chars: int,
-) -> Iterator[ReadResult]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    where = str(path)
-    try:
-        pfile = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
-    schema = pfile.schema_arrow
-    _check_text_cols(path, schema.names, mapping)
-    for col in mapping.text_cols:
-        if col in schema.names:
-            typ = schema.field(col).type
-            if not (
-                pa.types.is_string(typ)
-                or pa.types.is_large_string(typ)
-                or pa.types.is_null(typ)
-                or pa.types.is_dictionary(typ)
-            ):
-                raise InputError(f"{path}: text column {col!r} has type {typ}, expected string")
-    labels = _LabelParser(taxonomy, mapping.labels_col, schema.names) if taxonomy else None
-    number = 0
-    try:
-        for batch in pfile.iter_batches(batch_size=4096):
-            try:
-                records: list[dict[str, Any] | str] = list(batch.to_pylist())
-            except UnicodeDecodeError:
-                # Arrow does not check that strings are UTF-8: find the rows that are not.
-                records = [_parquet_row(batch, i) for i in range(batch.num_rows)]
-            for data in records:
-                number += 1
-                if isinstance(data, str):
-                    reason = f"undecodable bytes (not UTF-8) in field {data!r}"
-                    yield RejectedRow(number, "", reason, where)
-                    continue
-                raw = json.dumps(data, ensure_ascii=False, default=str)
-                yield _finish_row(number, raw, data, mapping, labels, max_field_chars, where)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: Parquet data unreadable after row {number}: {exc}") from None
-
-
-def _parquet_row(batch: Any, index: int) -> dict[str, Any] | str:
-    """Row `index` of a record batch, or the name of its first column that is not UTF-8 there."""
-    row: dict[str, Any] = {}
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        try:
-            row[name] = column[index].as_py()
-        except UnicodeDecodeError:
-            return str(name)
-    return row

@@ -19,17 +19,13 @@ from training.base_models import (
     E5_PIP,
     PREPARED_FILE,
     SourceFile,
-    bert_state_dict,
     cache_dir,
-    dequantize_q4_0,
-    fp16_to_fp32,
-    parse_q4,
     prepare_base_model,
     prepare_e5_small,
-    read_q4,
     resolve_base_model,
     text_prefix,
 )
+from training.q4_format import bert_state_dict, dequantize_q4_0, fp16_to_fp32, parse_q4, read_q4
 
 H, NL, NH, FF, MAXP, TVS = 64, 2, 2, 128, 16, 2
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁a", "▁b", "▁ab", "a", "b", "c", "▁c", "<mask>"]
