@@ -106,6 +106,13 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
             "queue_max_items": s.queue_max_items,
         },
         "batching": {"max_batch": s.batch_max_size, "max_wait_ms": s.batch_max_wait_ms},
+        # The thresholds in use: a review budget set at start-up changes the review ones.
+        "decisions": {
+            "review_budget": (
+                m.review_path.budget if m.review_path and m.review_path.budget else "none"
+            ),
+            "thresholds": {lb: t.model_dump() for lb, t in m.thresholds.items()},
+        },
     }
 
 

@@ -276,3 +276,26 @@ async def test_development_mode_without_keys_allows_and_warns(predictor, caplog)
 def test_keys_are_never_logged(predictor, caplog):
     settings = make_settings()
     assert CLASSIFY_KEY not in json.dumps(settings.redacted())
+
+
+@pytest.mark.anyio
+async def test_review_budget_setting_changes_the_served_thresholds(smoke_model):
+    """The process loads the model itself with DUALSCREEN_REVIEW_BUDGET-style settings."""
+    from serving.contract.artifact import verify_artifact
+
+    manifest = verify_artifact(smoke_model)
+    cheapest = min(s.cost_per_gain for s in manifest.review_path.steps)  # type: ignore[union-attr]
+    tight = str(cheapest / 2) if cheapest > 0 else "1e-9"
+    served = {}
+    for budget in ("none", tight):
+        async with serve(None, model=str(smoke_model), review_budget=budget) as c:  # type: ignore[arg-type]
+            r = await c.get("/info", headers=HEADERS)
+            assert r.status_code == 200, r.text
+            served[budget] = r.json()["decisions"]
+    assert served["none"]["review_budget"] == "none"
+    assert served[tight]["review_budget"] == float(tight)
+    wide = served["none"]["thresholds"]
+    narrow = served[tight]["thresholds"]
+    assert all(wide[lb]["review"] <= narrow[lb]["review"] for lb in wide)
+    assert any(wide[lb]["review"] < narrow[lb]["review"] for lb in wide)
+    assert all(wide[lb]["flag"] == narrow[lb]["flag"] for lb in wide)
