@@ -19,8 +19,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.contract.artifact import LabelThresholds, ReviewPath, ReviewStep
-from serving.contract.decide import thresholds_for_budget
+from serving.contract.artifact import ReviewPath, ReviewStep
 
 NEVER = 1.0001
 
@@ -157,25 +156,3 @@ def review_search(
             )
         )
     return {lb: float(flag[j]) for j, lb in enumerate(labels)}, path
-
-
-def choose_thresholds(
-    p: NDArray[np.floating],
-    y: NDArray[np.integer],
-    labels: list[str],
-    target_recall: float = 0.97,
-    flag_precision: float | dict[str, float] = 0.90,
-    caught_anyway: NDArray[np.bool_] | None = None,
-    max_cost_per_gain: float = math.inf,
-    review_floor: float = 0.0,
-) -> dict[str, LabelThresholds]:
-    """Per-label flag and review thresholds from validation probabilities.
-
-    The review search of `review_search`, stopped before the first step that would send more than
-    `max_cost_per_gain` items without a label to review per newly caught item with one (the recall
-    target may then be missed). Returns label -> thresholds (review <= flag).
-    """
-    flag, path = review_search(
-        p, y, labels, target_recall, flag_precision, caught_anyway, review_floor
-    )
-    return thresholds_for_budget(flag, path, max_cost_per_gain)
