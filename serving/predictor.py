@@ -21,14 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends import Backend, load_backend
-from serving.contract.artifact import (
-    Manifest,
-    load_artifact_taxonomy,
-    resolve_model_ref,
-    verify_artifact,
-)
-from serving.contract.decide import ItemDecision, calibrate, decide, with_review_budget
+from serving.contract.artifact import Manifest
+from serving.contract.decide import ItemDecision, calibrate, decide
 from serving.contract.listing import CONTENT_FIELDS, Listing, ScoredListing
+from serving.contract.open import open_artifact
 from serving.contract.taxonomy import Taxonomy
 from serving.contract.text import BuiltText, build_listing_text, build_text_from_record
 
@@ -57,21 +53,6 @@ class Prediction:
     text: str
     truncated: bool
     result: ItemDecision
-
-
-def open_artifact(
-    ref: str | Path,
-    cache_dir: str | Path | None = None,
-    review_budget: float | None = None,
-) -> tuple[Path, Manifest, Taxonomy]:
-    """Resolve a folder or MLflow URI and verify it: its folder, manifest and taxonomy.
-
-    `review_budget` (see `decide.parse_review_budget`) recomputes the review thresholds from the
-    model's stored review path; None keeps the model's own.
-    """
-    folder = resolve_model_ref(ref, cache_dir=cache_dir)
-    manifest = with_review_budget(verify_artifact(folder), review_budget)
-    return folder, manifest, load_artifact_taxonomy(folder, manifest)
 
 
 class Predictor:

@@ -178,12 +178,8 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a labelled file: per-label, routing and per-language figures."""
     from serving.backends import load_backend
-    from serving.contract.artifact import (
-        load_artifact_taxonomy,
-        resolve_model_ref,
-        verify_artifact,
-    )
-    from serving.contract.decide import calibrate, parse_review_budget, with_review_budget
+    from serving.contract.decide import calibrate, parse_review_budget
+    from serving.contract.open import open_artifact
     from serving.contract.readers import ColumnMapping
     from training.evaluate import (
         compute_metrics,
@@ -194,9 +190,9 @@ def evaluate(
         metrics_by_source,
     )
 
-    folder = resolve_model_ref(model)
-    manifest = with_review_budget(verify_artifact(folder), parse_review_budget(review_budget))
-    taxonomy = load_artifact_taxonomy(folder, manifest)
+    folder, manifest, taxonomy = open_artifact(
+        model, review_budget=parse_review_budget(review_budget)
+    )
     scorer = load_backend(folder, manifest, backend)
     mapping = ColumnMapping(
         id_col, tuple(c.strip() for c in text_cols.split(",") if c.strip()), labels_col

@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 
 from serving.backends import backend_name, load_backend
 from serving.contract.artifact import Manifest
-from serving.predictor import Predictor, open_artifact
+from serving.contract.open import open_artifact
+from serving.predictor import Predictor
 
 
 class _BackendActor:

@@ -14,11 +14,11 @@ from typing import Any
 from serving.contract.errors import InputError
 from serving.contract.readers import (
     ColumnMapping,
+    LabelParser,
     ReadResult,
     RejectedRow,
-    _check_text_cols,
-    _finish_row,
-    _LabelParser,
+    check_text_cols,
+    finish_row,
 )
 from serving.contract.taxonomy import Taxonomy
 
@@ -39,7 +39,7 @@ def read_parquet(
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
     schema = pfile.schema_arrow
-    _check_text_cols(path, schema.names, mapping)
+    check_text_cols(path, schema.names, mapping)
     for col in mapping.text_cols:
         if col in schema.names:
             typ = schema.field(col).type
@@ -50,7 +50,7 @@ def read_parquet(
                 or pa.types.is_dictionary(typ)
             ):
                 raise InputError(f"{path}: text column {col!r} has type {typ}, expected string")
-    labels = _LabelParser(taxonomy, mapping.labels_col, schema.names) if taxonomy else None
+    labels = LabelParser(taxonomy, mapping.labels_col, schema.names) if taxonomy else None
     number = 0
     try:
         for batch in pfile.iter_batches(batch_size=4096):
@@ -66,7 +66,7 @@ def read_parquet(
                     yield RejectedRow(number, "", reason, where)
                     continue
                 raw = json.dumps(data, ensure_ascii=False, default=str)
-                yield _finish_row(number, raw, data, mapping, labels, max_field_chars, where)
+                yield finish_row(number, raw, data, mapping, labels, max_field_chars, where)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: Parquet data unreadable after row {number}: {exc}") from None
 

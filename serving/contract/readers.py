@@ -172,7 +172,7 @@ def _lone_surrogate(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-class _LabelParser:
+class LabelParser:
     """Turn a file's label column(s) into a checked list of label names."""
 
     def __init__(self, taxonomy: Taxonomy | None, labels_col: str | None, header: Iterable[str]):
@@ -261,7 +261,8 @@ def read_records(
             yield result
 
 
-def _check_text_cols(path: Path, header: Iterable[str], mapping: ColumnMapping) -> None:
+def check_text_cols(path: Path, header: Iterable[str], mapping: ColumnMapping) -> None:
+    """Raise InputError when a file's header has none of the mapping's text columns."""
     cols = list(header)
     missing = [c for c in mapping.text_cols if c not in cols]
     if len(missing) == len(mapping.text_cols):
@@ -271,15 +272,16 @@ def _check_text_cols(path: Path, header: Iterable[str], mapping: ColumnMapping) 
         )
 
 
-def _finish_row(
+def finish_row(
     line: int,
     raw: str,
     data: dict[str, Any],
     mapping: ColumnMapping,
-    labels: _LabelParser | None,
+    labels: LabelParser | None,
     max_field_chars: int,
     where: str,
 ) -> ReadResult:
+    """Check one parsed row (field sizes, text, labels) and return it or its rejection."""
     for key, value in data.items():
         if isinstance(value, str):
             if len(value) > max_field_chars:
@@ -393,8 +395,8 @@ def _read_delimited(
         if len(set(header)) != len(header):
             dup = sorted({h for h in header if header.count(h) > 1})
             raise InputError(f"{path}: duplicate column names in header: {', '.join(dup)}")
-        _check_text_cols(path, header, mapping)
-        labels = _LabelParser(taxonomy, mapping.labels_col, header) if taxonomy else None
+        check_text_cols(path, header, mapping)
+        labels = LabelParser(taxonomy, mapping.labels_col, header) if taxonomy else None
         while True:
             record.clear()
             try:
@@ -450,7 +452,7 @@ def _read_delimited(
                 )
                 continue
             data = dict(zip(header, fields, strict=True))
-            yield _finish_row(line, raw, data, mapping, labels, max_field_chars, where)
+            yield finish_row(line, raw, data, mapping, labels, max_field_chars, where)
 
 
 def _strict_record(lines: list[tuple[int, str]], delimiter: str) -> bool:
@@ -484,7 +486,7 @@ def _read_jsonl(
 ) -> Iterator[ReadResult]:
     handle = _open_binary(path, gz)
     where = str(path)
-    labels: _LabelParser | None = None
+    labels: LabelParser | None = None
     checked = False
     with handle:
         for number, raw_bytes in enumerate(_lines(handle, path), start=1):
@@ -547,8 +549,8 @@ def _read_jsonl(
                 )
                 continue
             if not checked:
-                _check_text_cols(path, data.keys(), mapping)
+                check_text_cols(path, data.keys(), mapping)
                 checked = True
             if taxonomy is not None:
-                labels = _LabelParser(taxonomy, mapping.labels_col, data.keys())
-            yield _finish_row(number, raw, data, mapping, labels, max_field_chars, where)
+                labels = LabelParser(taxonomy, mapping.labels_col, data.keys())
+            yield finish_row(number, raw, data, mapping, labels, max_field_chars, where)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.contract.decide import Decision
 from serving.contract.listing import Listing
 
-DecisionName = Literal["flag", "review", "clear"]
+# The API's name for the decision type; one definition, in decide.py.
+DecisionName = Decision
 
 
 class Item(Listing):
