@@ -75,6 +75,23 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited between listing and reading
+    return total
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
@@ -83,18 +100,23 @@ def free_port() -> int:
 
 
 def start_server(
-    model: str | Path, port: int, settings: dict[str, str], log: IO[bytes] | None = None
+    model: str | Path,
+    port: int,
+    settings: dict[str, str],
+    log: IO[bytes] | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
     """Start `dualscreen serve` on 127.0.0.1:`port` in its own process group.
 
     The environment is this process's without any inherited `DUALSCREEN_*` variable, plus
     `settings` (for example DUALSCREEN_API_KEYS), so a shell's configuration (a production
     database URL, say) never leaks into a benchmark. Output goes to `log`, or is discarded.
+    `workers` > 1 starts that many worker processes (`serve --workers`).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUALSCREEN_")} | settings
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--model", str(model)]
-        + ["--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "dualscreen.cli", "serve", "--model", str(model)]
+        + ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=env,
         stdout=log if log is not None else subprocess.DEVNULL,

@@ -14,8 +14,10 @@ from serving.contract.listing import TEXT_FIELDS
 
 if TYPE_CHECKING:
     from serving.review.store import ReviewStore
+    from serving.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("dualscreen.serve")
 MAX_REJECTS_SHOWN = 20  # rejected rows `review import` names one by one
 TEXT_COLS = ",".join(TEXT_FIELDS)
 ReviewBudgetOpt = Annotated[
@@ -36,6 +38,20 @@ def serve(
         str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
     ] = None,
     review_budget: ReviewBudgetOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="server processes, each with its own copy of the model (at most the CPU "
+            "cores); env DUALSCREEN_WORKERS, default 1"
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="inference threads per worker (0: the cores divided among the workers); "
+            "env DUALSCREEN_THREADS"
+        ),
+    ] = None,
     first_run: Annotated[
         bool,
         typer.Option(
@@ -67,6 +83,10 @@ def serve(
         overrides["backend"] = backend
     if review_budget:
         overrides["review_budget"] = review_budget
+    if workers is not None:
+        overrides["workers"] = workers
+    if threads is not None:
+        overrides["threads"] = threads
     if (
         first_run
         and not os.environ.get("DUALSCREEN_API_KEYS")
@@ -103,11 +123,16 @@ def serve(
     predictor = Predictor.load(
         settings.model,
         settings.backend,
-        settings.threads,
+        settings.threads_per_worker(),
         settings.batch_max_size,
         settings.model_cache_dir,
         parse_review_budget(settings.review_budget),
     )
+    if settings.workers > 1:
+        folder = predictor.folder
+        del predictor  # each worker loads its own; the supervising process keeps none
+        _serve_workers(settings, overrides, folder)
+        return
     uvicorn.run(
         create_app(settings, predictor=predictor),
         host=settings.host,
@@ -115,6 +140,73 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+def _serve_workers(settings: Settings, overrides: dict[str, object], folder: Path) -> None:
+    """`serve --workers N`: worker processes that each load the model (`serving.workers`).
+
+    What must happen once is done here, before the workers start: the model reference is
+    resolved (an MLflow URI downloads once; the workers load the folder), the review database
+    is migrated, a session secret is made when none is configured (every worker must sign and
+    check review cookies with the same one), and the Prometheus multiprocess folder is made.
+    The workers read their settings from the environment.
+    """
+    import secrets
+    import shutil
+    import tempfile
+
+    from serving.api.metrics import MULTIPROCESS_DIR
+    from serving.workers import PortInUse, serve_workers
+
+    env = {f"DUALSCREEN_{k.upper()}": str(v) for k, v in overrides.items()}
+    env["DUALSCREEN_MODEL"] = str(folder.resolve())
+    env["DUALSCREEN_THREADS"] = str(settings.threads_per_worker())
+    env["DUALSCREEN_WORKERS"] = str(settings.workers)
+    if settings.session_secret is None and not (
+        settings.session_secret_file is not None and settings.session_secret_file.exists()
+    ):
+        log.warning(
+            "no DUALSCREEN_SESSION_SECRET: the workers share a random secret made now; review "
+            "sessions end when the server restarts"
+        )
+        env["DUALSCREEN_SESSION_SECRET"] = secrets.token_urlsafe(32)
+    if settings.database_auto_migrate:
+        _migrate_review_store(settings)
+    own_metrics_dir = not os.environ.get(MULTIPROCESS_DIR)
+    metrics_dir = os.environ.get(MULTIPROCESS_DIR) or tempfile.mkdtemp(prefix="dualscreen-metrics-")
+    env[MULTIPROCESS_DIR] = metrics_dir
+    os.environ.update(env)
+    log.info(
+        "starting %d workers, %d inference threads each",
+        settings.workers,
+        settings.threads_per_worker(),
+    )
+    try:
+        code = serve_workers(settings.host, settings.port, settings.workers)
+    except PortInUse as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if code:
+        raise typer.Exit(code)
+
+
+def _migrate_review_store(settings: Settings) -> None:
+    """Bring the review schema up to date once, so that workers never migrate side by side.
+
+    A database that cannot be reached now is left to the workers, which open it on first use
+    (as one process does): the API starts while the database is still coming up.
+    """
+    from serving.review.db import resolve_url
+    from serving.review.store import ReviewStore
+
+    url = resolve_url(settings.database_url.get_secret_value() if settings.database_url else None)
+    try:
+        ReviewStore.open(url, migrate=True).dispose()
+    except Exception as exc:  # noqa: BLE001 - the workers retry on first use
+        log.warning("review store not migrated before the workers start: %s", exc)
 
 
 def score(

@@ -7,6 +7,7 @@ secret for the review UI; development may run without them and says so loudly at
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +33,10 @@ class Settings(BaseSettings):
     backend: Literal["onnx-int8", "onnx-int8-fast", "onnx", "torch", "tfidf", "cascade"] | None = (
         None
     )
+    # Inference threads per process (0: the usable cores divided among the workers).
     threads: int = Field(default=0, ge=0)
+    # Server processes, each with its own event loop and copy of the model (`serve --workers`).
+    workers: int = Field(default=1, ge=1)
     # "default" keeps the model's review budget; "none" lifts it; a number sets it (see
     # serving.contract.decide.parse_review_budget). Applied without retraining.
     review_budget: str = "default"
@@ -75,6 +79,30 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _cores(self) -> Settings:
+        cores = usable_cores()
+        if self.workers > cores:
+            raise ValueError(
+                f"workers={self.workers} but only {cores} CPU cores are usable: each worker "
+                f"runs the model on a core of its own, so more workers than cores only adds "
+                f"contention (set DUALSCREEN_WORKERS or --workers to at most {cores})"
+            )
+        if self.workers > 1 and self.threads * self.workers > cores:
+            raise ValueError(
+                f"threads={self.threads} x workers={self.workers} = "
+                f"{self.threads * self.workers} inference threads for {cores} CPU cores: set "
+                f"threads to at most {cores // self.workers}, or 0 to divide the cores among "
+                f"the workers"
+            )
+        return self
+
+    def threads_per_worker(self) -> int:
+        """Inference threads for each process: `threads`, or the cores shared among workers."""
+        if self.threads:
+            return self.threads
+        return 0 if self.workers == 1 else max(1, usable_cores() // self.workers)
+
+    @model_validator(mode="after")
     def _secure_defaults(self) -> Settings:
         if self.mode == "production" and not self.api_keys and not self.keys_file:
             raise ValueError(
@@ -101,3 +129,11 @@ class Settings(BaseSettings):
             scheme = self.database_url.get_secret_value().partition(":")[0]
             data["database_url"] = f"{scheme}:**********"
         return data
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

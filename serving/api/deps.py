@@ -49,8 +49,8 @@ class AppState:
     """Called when the lifespan ends (the review store's connections, say)."""
 
 
-def get_state(request: Request) -> AppState:
-    """The app's state."""
+async def get_state(request: Request) -> AppState:
+    """The app's state (async: FastAPI runs a plain `def` dependency in a thread)."""
     state: AppState = request.app.state.dualscreen
     return state
 

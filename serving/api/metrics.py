@@ -1,8 +1,20 @@
-"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps).
+
+Under `serve --workers N` each worker process counts its own requests: `serve` points
+`PROMETHEUS_MULTIPROC_DIR` at a fresh folder before the workers start, prometheus_client then
+keeps every value in a per-process file there, and `/metrics` (answered by whichever worker
+gets the request) adds up all the workers' files. The queue-depth gauge is summed over live
+workers; a worker that crashes leaves its last value until the server restarts.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -10,6 +22,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_DIR) or None
         self.requests = Counter(
             "dualscreen_requests_total",
             "HTTP requests",
@@ -30,7 +43,10 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
         self.queue_depth = Gauge(
-            "dualscreen_queue_depth", "texts waiting for the model", registry=self.registry
+            "dualscreen_queue_depth",
+            "texts waiting for the model",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.items = Counter(
             "dualscreen_items_total", "items classified", ["decision"], registry=self.registry
@@ -52,3 +68,20 @@ class Metrics:
         """Record one model batch."""
         self.batch_size.observe(size)
         self.queue_depth.set(depth)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition: of this app, or of all workers' files."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            merged, path=self.multiprocess_dir
+        )
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """Drop this process's live gauges from the shared folder (a worker shutting down)."""
+        if self.multiprocess_dir is not None:
+            prometheus_multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                os.getpid(), self.multiprocess_dir
+            )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Response
 from numpy.typing import NDArray
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ConfigDict, Field, model_validator
 
 from serving.api.batcher import QueueFull
@@ -27,6 +27,9 @@ from serving.http_errors import ApiError
 from serving.predictor import Predictor, Prepared
 
 router = APIRouter()
+# Up to this many items are built and tokenised on the event loop (about 0.1 ms each); a thread
+# hand-off costs as much again, so only larger requests go to a thread (issue 14).
+INLINE_PREPARE_ITEMS = 8
 
 
 class ClassifyBody(Item):
@@ -106,6 +109,7 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
             "queue_max_items": s.queue_max_items,
         },
         "batching": {"max_batch": s.batch_max_size, "max_wait_ms": s.batch_max_wait_ms},
+        "workers": {"processes": s.workers, "threads_each": s.threads_per_worker() or "all"},
         # The thresholds in use: a review budget set at start-up changes the review ones.
         "decisions": {
             "review_budget": (
@@ -119,7 +123,7 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
 @router.get("/metrics", summary="Prometheus metrics.")
 async def metrics(state: State, _: ClassifyKey) -> Response:
     """Prometheus metrics."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _has_surrogate(value: object) -> bool:
@@ -235,7 +239,11 @@ async def classify(
             f"{len(items)} items; at most {state.settings.max_items} per request",
             {"max_items": state.settings.max_items},
         )
-    prepared = await asyncio.to_thread(_prepare_items, items, predictor)
+    prepared = (
+        _prepare_items(items, predictor)
+        if len(items) <= INLINE_PREPARE_ITEMS
+        else await asyncio.to_thread(_prepare_items, items, predictor)
+    )
     scored = predictor.finish(prepared, await _run(state, prepared.inputs))
     taxonomy = predictor.taxonomy
     labels = predictor.labels
