@@ -69,7 +69,7 @@ def peak_rss_of_score(model: Path, src: Path, out: Path) -> dict[str, float]:
     cmd = [
         sys.executable,
         "-m",
-        "training.cli",
+        "dualscreen.cli",
         "score",
         str(src),
         "-o",
@@ -93,6 +93,11 @@ def peak_rss_of_score(model: Path, src: Path, out: Path) -> dict[str, float]:
             pass
         time.sleep(0.2)
     summary = json.loads(proc.stdout.read() if proc.stdout else "{}")
+    if proc.returncode != 0 or not summary.get("scored"):
+        raise SystemExit(
+            f"dualscreen score exited {proc.returncode} and scored {summary.get('scored', 0)} "
+            f"rows of {src}: the memory figure would be meaningless"
+        )
     return {
         "peak_rss_mb": round(peak, 1),
         "rows": summary.get("scored", 0),
