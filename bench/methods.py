@@ -108,6 +108,9 @@ def run(method: str, model: Path, tfidf: Path, texts: list[str], runs: int) -> d
             return calibrate(predictor.backend.logits(batch), predictor.manifest)
 
     score(texts[:20])
+    guarded = getattr(predictor.backend, "second", predictor.backend) if probs_fn else None
+    if guarded is not None and hasattr(guarded, "rescored"):
+        guarded.rescored = 0
     rates = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -122,6 +125,19 @@ def run(method: str, model: Path, tfidf: Path, texts: list[str], runs: int) -> d
         "n": len(texts),
         **rss_mb(),
     }
+    if method == "cascade":
+        # Which first stage the artifact carries (tfidf "any_label" or "static"), and the share
+        # of items it cleared over the timed passes.
+        backend: Any = predictor.backend
+        seen = backend.cleared + backend.forwarded
+        result["cascade_router"] = backend.stage.router
+        result["cleared_share"] = backend.cleared / seen if seen else 0.0
+    if guarded is not None and hasattr(guarded, "rescored") and method in ("onnx-int8", "cascade"):
+        # Items re-scored in fp32 by the int8 guard, per item scored (cascade: of all items).
+        result["guard_rescored_share"] = round(guarded.rescored / (runs * len(texts)), 4)
+    if method in ("onnx-int8", "onnx-int8-fast", "cascade"):
+        int8 = predictor.manifest.int8
+        result["int8_graph"] = "dynamic (unrecorded)" if int8 is None else int8.method
     if probs_fn is not None:
         result["probs"] = probs_fn(texts).tolist()
         result["manifest"] = str(tfidf if method == "tfidf" else model)

@@ -120,6 +120,9 @@ def retail_cascade() -> dict | None:
         r = measure(method, "retail")
         q = quality(np.array(r["probs"]), y, texts, r["manifest"]) if "probs" in r else {}
         rows[method] = {"items_per_s": round(r["items_per_s"], 1), **q}
+        if method == "cascade":
+            rows[method]["router"] = r.get("cascade_router")
+            rows[method]["cleared_share"] = round(r.get("cleared_share", 0.0), 4)
     naive = rows["naive"]["items_per_s"]
     for r in rows.values():
         r["x_naive"] = round(r["items_per_s"] / naive, 2)
@@ -177,6 +180,7 @@ def main() -> None:
                 else round(100 * r["items_per_s"] / limits[limit_kind], 1),
                 "limit": limit_kind,
                 "peak_rss_mb": round(r.get("peak_rss_mb", 0), 0),
+                **{k: r[k] for k in ("int8_graph", "guard_rescored_share") if k in r},
                 **q,
             }
         )
@@ -255,6 +259,21 @@ def render(p: dict) -> str:
             f"{r.get('macro_f1', 'n/a')} | {r.get('any_label_recall', 'n/a')} | "
             f"{r.get('review_rate', 'n/a')} |"
         )
+    int8 = [r for r in p["methods"] if "int8_graph" in r]
+    if int8:
+        lines += [
+            "",
+            "int8 graph (manifest `int8`; static = activation scales fixed from calibration "
+            "data, batched): "
+            + ", ".join(f"{r['method']} {r['int8_graph']}" for r in int8)
+            + ". Guard re-score share (items re-scored in fp32 per item scored): "
+            + ", ".join(
+                f"{r['method']} {100 * r['guard_rescored_share']:.1f} %"
+                for r in int8
+                if "guard_rescored_share" in r
+            )
+            + ".",
+        ]
     lines += [
         "",
         'naive = transformers `pipeline("text-classification")` over single items '
@@ -275,6 +294,12 @@ def render(p: dict) -> str:
         "```",
         "",
         "## API (bench/api_load.py)",
+        "",
+        (
+            f"`dualscreen serve --workers {p['api'].get('workers')}`; API items/s at 32 clients "
+            f"over bulk items/s ({p['api'].get('headline_load')}): "
+            f"**{p['api'].get('api_vs_bulk_headline')}** (target 0.80)."
+        ),
         "",
         "```json",
         json.dumps(p["api"], indent=2),

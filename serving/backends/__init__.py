@@ -4,8 +4,9 @@ In two steps, so that callers can merge the inputs of several requests into one 
 `encode` makes one model input per text (token ids, or the text itself for TF-IDF), `run` turns
 any list of such inputs into logits; `logits(texts)` is the two in one.
 
-onnx-int8  ONNX Runtime on the dynamically quantised graph (default on CPU; no torch import);
-           items near a threshold are re-scored with fp32 when the manifest has an int8 guard
+onnx-int8  ONNX Runtime on the int8 graph (default on CPU; no torch import): static scales,
+           batched, or dynamic (manifest `int8`); items near a threshold are re-scored with
+           fp32 when the manifest has an int8 guard
 onnx-int8-fast  the int8 graph without the guard (faster; decisions agree with fp32 less often)
 onnx       ONNX Runtime on the fp32 graph
 torch      transformers + torch on model.safetensors

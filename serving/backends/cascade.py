@@ -1,12 +1,14 @@
-"""Cascade backend: a cheap TF-IDF first stage clears items far below the review band; only the
-rest reach the transformer.
+"""Cascade backend: a cheap first stage (TF-IDF, optionally with a static embedding) clears items
+far below the review band; only the rest reach the transformer.
 
 The first stage's calibrated risk is compared with `manifest.cascade.clear_below`, chosen on
 validation so that at most 0.5 % of items with a label fall under it. The risk is the calibrated
 probability of a router trained on "has any label" (`router: any_label`, the first stage's last
 column), or, for older artifacts, the highest calibrated label probability (`max_label`). The
 any-label router clears far fewer real controlled items that do not look like the corpus (on the
-real components file 0.3 % of them instead of 30 % at the same validation cut).
+real components file 0.3 % of them instead of 30 % at the same validation cut). With
+`router: static` the risk is a logistic regression on a static embedding distilled from the
+fine-tuned transformer (`serving.backends.static`, no torch) plus that any-label column.
 
 Cleared items report the first stage's calibrated probabilities, each capped just
 under its label's review threshold so that the item is `clear` under the transformer's own
@@ -23,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends.onnx import OnnxBackend
+from serving.backends.static import StaticRouter
 from serving.backends.tfidf import TfidfBackend
 from serving.contract.artifact import Manifest
 from serving.contract.decide import is_insufficient, sigmoid
@@ -30,7 +33,7 @@ from serving.contract.errors import ArtifactError
 
 
 class CascadeBackend:
-    """TF-IDF first stage, int8 transformer second stage."""
+    """TF-IDF (plus static embedding) first stage, int8 transformer second stage."""
 
     name = "cascade"
 
@@ -42,6 +45,11 @@ class CascadeBackend:
         self.manifest = manifest
         self.stage = manifest.cascade
         self.first = TfidfBackend(folder, manifest, file=self.stage.model_file)
+        self.static: StaticRouter | None = None
+        if self.stage.router == "static":
+            if self.stage.static is None:
+                raise ArtifactError(f"{folder}: the static cascade router has no static table")
+            self.static = StaticRouter(folder, self.stage.static)
         self.second = OnnxBackend(
             folder, manifest, "model.int8.onnx", threads=threads, batch_size=batch_size
         )
@@ -62,12 +70,13 @@ class CascadeBackend:
         raw = self.first.raw(texts)
         n = len(self.manifest.labels)
         p1 = sigmoid(raw[:, :n] * self.a1 + self.b1)
-        if self.stage.router == "any_label":
+        if self.stage.router in ("any_label", "static"):
             if raw.shape[1] <= n:
                 raise ArtifactError(
                     f"{self.stage.model_file}: the cascade router needs an any-label column"
                 )
-            risk = sigmoid(raw[:, n] * self.stage.any_a + self.stage.any_b)
+            logit = raw[:, n] if self.static is None else self.static.logit(texts, raw[:, n])
+            risk = sigmoid(logit * self.stage.any_a + self.stage.any_b)
         else:
             risk = p1.max(axis=1) if len(texts) else np.zeros(0)
         vague = np.array(

@@ -1,20 +1,25 @@
 """ONNX Runtime backend with the `tokenizers` library: no torch import, fast cold start.
 
-Two ways to run, chosen by graph:
+Three ways to run, chosen by graph:
 
 - fp32 (`model.onnx`): length-sorted, dynamically padded batches; one session using all threads.
-- int8 (`model.int8.onnx`): one item per run, items spread over `threads` sessions of one thread
-  each. Dynamic quantisation picks one activation scale per tensor, so in a padded batch an item's
-  result would depend on its neighbours (measured: up to 0.36 in logits on the smoke model). One
-  item per run makes every result independent of batching, with no padding at all, and on this
-  CPU it is as fast as batching (55 vs 54 items/s on one thread). A batch of one runs on a
-  session with all threads, for the latency of a lone API request.
+- static int8 (`model.int8.onnx` with manifest `int8.method == "static"`, issue 14): activation
+  scales are constants, so an item's result does not depend on its batch (equal to one item per
+  run up to float rounding). Length-sorted batches of up to `POOLED_BATCH` items are spread over
+  `threads` one-thread sessions: batching without a thread barrier after every operator.
+- dynamic int8 (older artifacts, or when the static graph missed its agreement target): one
+  item per run, items spread over `threads` sessions of one thread each. Dynamic quantisation
+  picks one activation scale per tensor, so in a padded batch an item's result would depend on
+  its neighbours (measured: up to 0.36 in logits on the smoke model).
+
+In both int8 modes a batch of one runs on a session with all threads, for the latency of a lone
+API request.
 
 The int8 guard: int8 moves calibrated logits a little (median 0.08 on the smoke model), which is
 enough to change the decision of items that sit near a threshold. When the manifest has an
 `int8_guard`, every item whose decision could change within the guard's margin is re-scored with
-the fp32 graph, so int8 decisions equal fp32 decisions at the rate measured on validation. The
-`onnx-int8-fast` backend skips the guard.
+the fp32 graph (in length-sorted batches, like static int8), so int8 decisions equal fp32
+decisions at the rate measured on validation. The `onnx-int8-fast` backend skips the guard.
 """
 
 from __future__ import annotations
@@ -27,14 +32,41 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.backends.batching import run_sorted
+from serving.backends.batching import length_sorted_batches, run_sorted
 from serving.contract.artifact import Manifest
 from serving.contract.decide import unstable_decisions
 from serving.contract.errors import ArtifactError
 
 
+def load_tokenizer(folder: Path, max_tokens: int) -> Any:
+    """The artifact's `tokenizers` tokenizer: no padding, truncated to `max_tokens`."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
+def model_feeds(rows: list[list[int]], input_names: set[str]) -> dict[str, Any]:
+    """Padded inputs for token-id rows: ids, attention mask and (if the graph takes them) types."""
+    width = max(len(r) for r in rows)
+    input_ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = ids
+        mask[row, : len(ids)] = 1
+    feeds = {"input_ids": input_ids, "attention_mask": mask}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(input_ids)
+    return feeds
+
+
+POOLED_BATCH = 16  # items per run on a one-thread session; larger batches pad more
+
+
 class OnnxBackend:
-    """Runs model.onnx (batched) or model.int8.onnx (one item per run, in parallel)."""
+    """Runs model.onnx (batched) or model.int8.onnx (static: batched, dynamic: one item per run)."""
 
     def __init__(
         self,
@@ -45,16 +77,19 @@ class OnnxBackend:
         batch_size: int = 64,
         guard: bool = True,
         per_item: bool | None = None,
+        pooled: bool | None = None,
     ) -> None:
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         path = folder / file
         if not path.exists():
             raise ArtifactError(f"{folder}: the artifact has no {file}")
         int8 = "int8" in file
-        self.per_item = int8 if per_item is None else per_item
+        static = int8 and manifest.int8 is not None and manifest.int8.method == "static"
+        self.per_item = (int8 and not static) if per_item is None else per_item
+        self.pooled = (static if pooled is None else pooled) and not self.per_item
+        one_thread = self.per_item or self.pooled
         self.name = ("onnx-int8" if guard else "onnx-int8-fast") if int8 else "onnx"
         self.batch_size = batch_size
         self.n_labels = len(manifest.labels)
@@ -62,10 +97,10 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.inter_op_num_threads = 1
-        opts.intra_op_num_threads = 1 if self.per_item else self.threads
+        opts.intra_op_num_threads = 1 if one_thread else self.threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.wide = self.session
-        if self.per_item and self.threads > 1:
+        if one_thread and self.threads > 1:
             # A lone item (an API request at low load) is faster on all threads at once.
             wide_opts = ort.SessionOptions()
             wide_opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -77,20 +112,18 @@ class OnnxBackend:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.pool = (
             ThreadPoolExecutor(self.threads, thread_name_prefix="dualscreen-ort")
-            if self.per_item and self.threads > 1
+            if one_thread and self.threads > 1
             else None
         )
         self.manifest = manifest
         self.fallback: OnnxBackend | None = None
         self.rescored = 0
         if int8 and guard and manifest.int8_guard is not None:
-            # One item per run here too: no padding, so a result never depends on its batch.
+            # fp32 rows depend on their own input only (to float rounding): batch them.
             self.fallback = OnnxBackend(
-                folder, manifest, "model.onnx", threads=self.threads, per_item=True
+                folder, manifest, "model.onnx", threads=self.threads, per_item=False, pooled=True
             )
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=manifest.rules.max_tokens)
+        self.tokenizer = load_tokenizer(folder, manifest.rules.max_tokens)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to the model's limit."""
@@ -99,21 +132,11 @@ class OnnxBackend:
             texts = [prefix + t for t in texts]
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
-    def _feeds(self, rows: list[list[int]]) -> dict[str, Any]:
-        width = max(len(r) for r in rows)
-        input_ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for row, ids in enumerate(rows):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        return feeds
-
     def _run(self, rows: list[list[int]], session: Any = None) -> NDArray[np.float32]:
         session = session or self.session
-        return np.asarray(session.run(["logits"], self._feeds(rows))[0], dtype=np.float32)
+        return np.asarray(
+            session.run(["logits"], model_feeds(rows, self.input_names))[0], dtype=np.float32
+        )
 
     def run(self, ids: list[list[int]]) -> NDArray[np.float32]:
         """Logits for pre-tokenised inputs."""
@@ -127,10 +150,25 @@ class OnnxBackend:
             else:
                 out = np.vstack(list(self.pool.map(lambda i: self._run([i]), ids)))
             return self._guarded(ids, out)
+        if self.pooled:
+            return self._guarded(ids, self._run_pooled(ids))
         lengths = [len(i) for i in ids]
         return run_sorted(
             lengths, self.batch_size, self.n_labels, lambda idx: self._run([ids[i] for i in idx])
         )
+
+    def _run_pooled(self, ids: list[list[int]]) -> NDArray[np.float32]:
+        """Length-sorted batches spread over the one-thread sessions; results in input order."""
+        if len(ids) == 1:
+            return self._run(ids, self.wide)
+        size = max(1, min(POOLED_BATCH, -(-len(ids) // self.threads)))
+        batches = list(length_sorted_batches([len(i) for i in ids], size))
+        infer = lambda idx: self._run([ids[i] for i in idx])  # noqa: E731
+        results = map(infer, batches) if self.pool is None else self.pool.map(infer, batches)
+        out = np.zeros((len(ids), self.n_labels), dtype=np.float32)
+        for idx, rows in zip(batches, results, strict=True):
+            out[idx] = rows
+        return out
 
     def _guarded(self, ids: list[list[int]], out: NDArray[np.float32]) -> NDArray[np.float32]:
         """Re-score with fp32 the items whose decision int8 error could change."""

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends.batching import run_sorted
+from serving.backends.pooling import check_poolable, classifier_logits
 from serving.contract.artifact import Manifest
 
 
@@ -36,6 +37,8 @@ class TorchBackend:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True
         )
+        self.pooling = manifest.rules.pooling
+        check_poolable(self.model, self.pooling)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
         self.model.eval()
@@ -65,11 +68,13 @@ class TorchBackend:
                     {"input_ids": [ids[i] for i in idx]}, return_tensors="pt"
                 )
             with self.torch.inference_mode():
-                out = self.model(
-                    input_ids=batch["input_ids"].to(self.device),
-                    attention_mask=batch["attention_mask"].to(self.device),
+                out = classifier_logits(
+                    self.model,
+                    batch["input_ids"].to(self.device),
+                    batch["attention_mask"].to(self.device),
+                    self.pooling,
                 )
-            return np.asarray(out.logits.float().cpu().numpy(), dtype=np.float32)
+            return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
         return run_sorted(lengths, self.batch_size, self.n_labels, infer)
 

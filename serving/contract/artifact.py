@@ -10,7 +10,9 @@ Layout (a reader needs nothing but the folder):
     tokenizer files      tokenizer.json and friends                  (transformer models)
     model.safetensors    fp32 weights                                (transformer models)
     model.onnx           fp32 ONNX graph                             (transformer models)
-    model.int8.onnx      dynamically quantised int8 ONNX graph       (transformer models)
+    model.int8.onnx      int8 ONNX graph, static or dynamic (int8)   (transformer models)
+    cascade.skops        the cascade's TF-IDF first stage             (transformer models)
+    static.safetensors   the cascade's static embedding table and router (when distilled)
     model.skops          TF-IDF + logistic regression pipeline       (tfidf models)
     README.md            generated model card
 
@@ -38,6 +40,10 @@ MANIFEST = "manifest.json"
 TAXONOMY_FILE = "taxonomy.yaml"
 # Extensions whose loaders can execute code (pickle and friends): never accepted in an artifact.
 UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".npy", ".npz")
+
+
+# How a transformer turns token states into logits (see serving/backends/pooling.py).
+Pooling = Literal["cls", "mean"]
 
 
 class Calibration(BaseModel):
@@ -103,6 +109,31 @@ class DecisionRules(BaseModel):
     max_tokens: int = 128
     # Put before every built text at tokenisation (e5 models expect "passage: ").
     text_prefix: str = ""
+    # How token states become logits (serving/backends/pooling.py): the model's own [CLS] head,
+    # or the masked mean of the last hidden states into the same classifier layer.
+    pooling: Pooling = "cls"
+
+
+class StaticTable(BaseModel):
+    """A static embedding table distilled (model2vec) from the artifact's fine-tuned transformer.
+
+    Rows are indexed by the artifact's own tokenizer ids. A text is encoded as model2vec encodes
+    it: its first `median_token_length * max_tokens` characters, tokenised without special tokens
+    (only the `added_tokens` named here are matched as whole tokens), cut to `max_tokens`, unknown
+    tokens dropped, the rows averaged and, with `normalize`, scaled to unit length.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = "static.safetensors"
+    dims: int = Field(ge=1)
+    pca_dims: int | None = None
+    sif_coefficient: float | None = None
+    max_tokens: int | None = 512
+    median_token_length: int = Field(default=1, ge=1)
+    normalize: bool = True
+    added_tokens: list[str] = Field(default_factory=list)
+    distilled_from: str = ""
 
 
 class CascadeStage(BaseModel):
@@ -118,10 +149,13 @@ class CascadeStage(BaseModel):
     validation: dict[str, float] = Field(default_factory=dict)
     # How the first stage's risk is read: "max_label", the highest calibrated label probability;
     # or "any_label", a logistic regression trained on "has any label" (the first stage's extra
-    # last column), Platt-scaled with any_a, any_b.
-    router: Literal["max_label", "any_label"] = "max_label"
+    # last column), Platt-scaled with any_a, any_b; or "static", a logistic regression on the
+    # static embedding (`static`) plus that any-label column, its coefficients in the static
+    # table's file, Platt-scaled with any_a, any_b.
+    router: Literal["max_label", "any_label", "static"] = "max_label"
     any_a: float = 1.0
     any_b: float = 0.0
+    static: StaticTable | None = None
 
 
 class Int8Guard(BaseModel):
@@ -137,6 +171,25 @@ class Int8Guard(BaseModel):
     margin: float
     target_agreement: float = 0.998
     validation: dict[str, float] = Field(default_factory=dict)
+
+
+class Int8Graph(BaseModel):
+    """How model.int8.onnx was quantised, and how it compared with fp32 on validation.
+
+    `static`: activation scales fixed from calibration data, so an item's result does not depend
+    on its batch and int8 inputs are batched; `dynamic`: scales computed per run, so each item
+    runs alone. `validation` holds the chosen graph's decision agreement with fp32 (guarded and
+    unguarded) and the guard's re-score share; `candidates` the same figures for each graph
+    tried; `fallback_reason` why the static graph was not used, if it was not.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["static", "dynamic"]
+    calibration: str | None = None
+    validation: dict[str, float] = Field(default_factory=dict)
+    candidates: dict[str, dict[str, float]] = Field(default_factory=dict)
+    fallback_reason: str | None = None
 
 
 class Manifest(BaseModel):
@@ -163,6 +216,7 @@ class Manifest(BaseModel):
     onnx_agreement: dict[str, float] = Field(default_factory=dict)
     cascade: CascadeStage | None = None
     int8_guard: Int8Guard | None = None
+    int8: Int8Graph | None = None
     review_path: ReviewPath | None = None
     files: dict[str, str] = Field(default_factory=dict)
     manifest_sha256: str | None = None
