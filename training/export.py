@@ -75,9 +75,7 @@ def export_onnx(
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import warnings
 
-    import onnx
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -130,19 +128,7 @@ def export_onnx(
         log.warning("ONNX graph fusion failed (%s); keeping the unfused graph", exc)
         os.replace(raw, fp32)
     int8 = folder / "model.int8.onnx"
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint on the root logger
-    try:
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    finally:
-        root.setLevel(level)
+    quantize_dynamic_int8(fp32, int8)
     for leftover in folder.glob("*.tmp"):
         leftover.unlink()
     for leftover in folder.glob("*-opt.onnx"):
@@ -166,6 +152,26 @@ def export_onnx(
     notes["onnx_mb"] = round(fp32.stat().st_size / 1e6, 1)
     notes["int8_mb"] = round(int8.stat().st_size / 1e6, 1)
     return notes
+
+
+def quantize_dynamic_int8(fp32: Path, int8: Path) -> None:
+    """Dynamic int8 (per-channel weights, activation scales computed per run) of an fp32 graph."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
 
 
 def freeze_activation_scales(

@@ -85,7 +85,7 @@ def test_serving_encoder_equals_model2vec(static_cascade):
     assert stage is not None and stage.static is not None
     router = StaticRouter(static_cascade.folder, stage.static)
     texts = _texts(static_cascade.val.texts)
-    assert len(texts) >= 300
+    assert len(texts) >= 200  # 200 validation texts and the edge cases (+ retail when present)
     ours = router.encoder.encode(texts)
     theirs = static_cascade.distilled.model.encode(texts)
     assert ours.dtype == np.float32 and ours.shape == (len(texts), stage.static.dims)

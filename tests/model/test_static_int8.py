@@ -15,7 +15,7 @@ from serving.contract.artifact import read_manifest, verify_artifact, write_mani
 from serving.contract.decide import calibrate, decision_codes
 from training import export
 from training.config import load_config
-from training.export import STATIC_SPARE, freeze_activation_scales
+from training.export import STATIC_SPARE, freeze_activation_scales, quantize_dynamic_int8
 from training.pipeline import _calibration_texts, _choose_int8, load_data
 
 
@@ -30,6 +30,8 @@ def _static_copy(smoke_model: Path, tmp: Path, cfg, splits) -> tuple[Path, dict]
     """The smoke model with a static model.int8.onnx and its dynamic graph as the spare."""
     folder = tmp / "model"
     shutil.copytree(smoke_model, folder)
+    # The smoke model may already ship a static graph: start from a fresh dynamic one.
+    quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
     backend = load_backend(folder, read_manifest(folder), "onnx-int8-fast")
     ids = backend.encode(_calibration_texts(splits["train"].texts, cfg.train.seed))  # type: ignore[attr-defined]
     int8 = folder / "model.int8.onnx"
