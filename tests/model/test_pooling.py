@@ -121,3 +121,44 @@ def test_config_accepts_mean_and_rejects_unknown_pooling() -> None:
     assert cfg.model.pooling == "mean"
     with pytest.raises(ConfigError):
         load_config(root / "training" / "configs" / "smoke.toml", ["model.pooling='max'"])
+
+
+def test_training_with_mean_pooling_learns_and_its_validation_logits_use_the_mean(
+    root: Path, taxonomy
+) -> None:
+    """One short epoch through `train_transformer` with pooling "mean" (the training path)."""
+    from training.config import load_config
+    from training.pipeline import load_data
+    from training.train import predict_logits, train_transformer
+
+    cfg = load_config(
+        root / "training" / "configs" / "smoke.toml",
+        [
+            "model.pooling='mean'",
+            "data.max_train_rows=48",
+            "data.max_eval_rows=32",
+            "train.epochs=1",
+            "model.max_tokens=32",
+        ],
+    )
+    splits, _ = load_data(cfg, taxonomy)
+    train, val = splits["train"], splits["val"]
+    result = train_transformer(cfg, train.rows, train.y, val.texts, val.y, taxonomy.labels)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+    texts = val.texts[:8]
+    mean = predict_logits(result.model, result.tokenizer, texts, 32, pooling="mean")
+    cls = predict_logits(result.model, result.tokenizer, texts, 32, pooling="cls")
+    assert mean.shape == (len(texts), len(taxonomy.labels))
+    assert np.abs(mean - cls).max() > 1e-3
+    # The epoch's validation score was computed on mean-pooled logits, not the [CLS] head's.
+    from sklearn.metrics import average_precision_score
+
+    def macro_pr_auc(logits: np.ndarray) -> float:
+        cols = [j for j in range(val.y.shape[1]) if val.y[:, j].sum() > 0]
+        return float(np.mean([average_precision_score(val.y[:, j], logits[:, j]) for j in cols]))
+
+    full_mean = predict_logits(result.model, result.tokenizer, val.texts, 32, pooling="mean")
+    full_cls = predict_logits(result.model, result.tokenizer, val.texts, 32, pooling="cls")
+    recorded = result.history[0]["val_macro_pr_auc"]
+    assert recorded == pytest.approx(macro_pr_auc(full_mean), abs=1e-6)
+    assert recorded != pytest.approx(macro_pr_auc(full_cls), abs=1e-6)
