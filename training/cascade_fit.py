@@ -1,7 +1,11 @@
 """The cascade's first stage: a cheap any-label router, cut on validation.
 
 Two routers, both Platt-scaled on validation and cut there (`choose_clear_below`) so that at most
-`max_share` of the labelled validation items are cleared:
+`max_share` of the labelled validation items are cleared. With `clear_rule = "caught"` (the
+default) the share counts only the labelled items the transformer itself flags or sends to review:
+the stage's recall loss against the transformer, which is all a first stage can change. Items the
+transformer misses anyway no longer set the cut (on 396 validation positives, 0.5 % is two items,
+so one hard positive the transformer also misses used to decide it):
 
 - "tfidf" (`router: any_label`): the TF-IDF baseline with one more logistic regression, on
   "has any label", saved as `cascade.skops`.
@@ -54,22 +58,31 @@ def choose_clear_below(
 
 
 def _cut_stage(
-    logit: NDArray[np.floating], positive: NDArray[np.bool_], max_share: float, **fields: Any
+    logit: NDArray[np.floating],
+    positive: NDArray[np.bool_],
+    max_share: float,
+    counted: NDArray[np.bool_] | None = None,
+    **fields: Any,
 ) -> CascadeStage:
-    """Platt-scale a router's validation logits, cut them, and describe the stage."""
+    """Platt-scale a router's validation logits, cut them, and describe the stage.
+
+    `counted`: the positives the share is counted on (None: all of `positive`).
+    """
     from serving.contract.artifact import CascadeStage
     from serving.contract.decide import sigmoid
     from training.calibrate import fit_platt
 
     any_a, any_b = fit_platt(logit, positive.astype(int))
     risk = sigmoid(np.asarray(logit, dtype=np.float64) * any_a + any_b)
-    cut = choose_clear_below(risk, positive, max_share, ceiling=1.0)
+    counted = positive if counted is None else counted
+    cut = choose_clear_below(risk, counted, max_share, ceiling=1.0)
     cleared = risk < cut
     validation = {
         "cleared_share": round(float(cleared.mean()), 4),
         "cleared_share_labelled": round(float(cleared[positive].mean()), 4)
         if positive.any()
         else 0.0,
+        "cleared_share_caught": round(float(cleared[counted].mean()), 4) if counted.any() else 0.0,
     }
     return CascadeStage(
         clear_below=cut,
@@ -156,6 +169,7 @@ def attach_cascade(
     max_share: float = 0.005,
     options: CascadeConfig | None = None,
     distilled: Distilled | None = None,
+    val_caught: NDArray[np.bool_] | None = None,
 ) -> dict[str, Any]:
     """Add the cascade's first stage to the transformer's artifact (see the module docstring).
 
@@ -169,6 +183,8 @@ def attach_cascade(
             is None; otherwise `options.max_clear_share_labelled`).
         options: the cascade config (None: the TF-IDF router).
         distilled: an already distilled static table of this artifact, for the static router.
+        val_caught: per validation item, whether the transformer flags it or sends it to review
+            (needed for `clear_rule = "caught"`; None: the share counts every labelled item).
 
     Returns:
         Evaluation figures of the cascade on every evaluation set.
@@ -192,8 +208,12 @@ def attach_cascade(
         "a": dict(base.manifest.calibration.a),
         "b": dict(base.manifest.calibration.b),
     }
+    counted = positive
+    rule = options.clear_rule if options is not None else "labelled"
+    if rule == "caught" and val_caught is not None:
+        counted = positive & np.asarray(val_caught, dtype=bool)
     val_any = raw[:, len(labels)]
-    stage = _cut_stage(val_any, positive, max_share, router="any_label", **common)
+    stage = _cut_stage(val_any, positive, max_share, counted, router="any_label", **common)
     if first_stage != "tfidf":
         assert options is not None
         seed = int(main.manifest.config.get("train", {}).get("seed", 13))
@@ -201,7 +221,7 @@ def attach_cascade(
             main, router_pipeline, train, val, val_any, options, seed, distilled
         )
         static_stage = _cut_stage(
-            logit, positive, max_share, router="static", static=static, **common
+            logit, positive, max_share, counted, router="static", static=static, **common
         )
         tfidf_share = stage.validation["cleared_share"]
         static_share = static_stage.validation["cleared_share"]
@@ -212,6 +232,9 @@ def attach_cascade(
         stage.validation.update(
             {"tfidf_cleared_share": tfidf_share, "static_cleared_share": static_share}
         )
+    stage = stage.model_copy(
+        update={"clear_rule": "caught" if counted is not positive else "labelled"}
+    )
     main.manifest = main.manifest.model_copy(update={"cascade": stage})
     cascade = CascadeBackend(main.folder, main.manifest)
     metrics, _ = evaluate_sets(cascade, main.manifest, sets)

@@ -32,7 +32,7 @@ from serving.contract.artifact import (
     Manifest,
     write_manifest,
 )
-from serving.contract.decide import is_insufficient, thresholds_for_budget
+from serving.contract.decide import decision_codes, is_insufficient, thresholds_for_budget
 from serving.contract.errors import ConfigError
 from serving.contract.listing import TEXT_FIELDS
 from serving.contract.readers import ColumnMapping, RejectedRow, read_records
@@ -578,8 +578,15 @@ def run_training(cfg: Config, console: Any = None, baseline: bool = True) -> Run
             for s, m in bmetrics.items():
                 results[s]["tfidf"] = m
             if cfg.model.kind == "transformer" and cfg.track.export_onnx:
+                val_codes = decision_codes(probs["val"], splits["val"].texts, main.manifest)
                 cascade_metrics = attach_cascade(
-                    main, base, splits["train"], splits["val"], sets, options=cfg.cascade
+                    main,
+                    base,
+                    splits["train"],
+                    splits["val"],
+                    sets,
+                    options=cfg.cascade,
+                    val_caught=val_codes >= 1,
                 )
                 for s, m in cascade_metrics.items():
                     results[s]["cascade"] = m

@@ -146,6 +146,9 @@ class CascadeStage(BaseModel):
     a: dict[str, float]
     b: dict[str, float]
     max_clear_share_labelled: float = 0.005
+    # Which labelled validation items that share counted: "caught", those the transformer flags
+    # or sends to review; "labelled", all of them (artifacts before issue 14's last change).
+    clear_rule: Literal["caught", "labelled"] = "labelled"
     validation: dict[str, float] = Field(default_factory=dict)
     # How the first stage's risk is read: "max_label", the highest calibrated label probability;
     # or "any_label", a logistic regression trained on "has any label" (the first stage's extra
