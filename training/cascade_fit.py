@@ -1,11 +1,10 @@
 """The cascade's first stage: a cheap any-label router, cut on validation.
 
 Two routers, both Platt-scaled on validation and cut there (`choose_clear_below`) so that at most
-`max_share` of the labelled validation items are cleared. With `clear_rule = "caught"` (the
-default) the share counts only the labelled items the transformer itself flags or sends to review:
-the stage's recall loss against the transformer, which is all a first stage can change. Items the
-transformer misses anyway no longer set the cut (on 396 validation positives, 0.5 % is two items,
-so one hard positive the transformer also misses used to decide it):
+`max_share` of the labelled validation items are cleared. With `clear_rule = "caught"` the share
+counts only the labelled items the transformer itself flags or sends to review: the stage's
+recall loss against the transformer, so items the transformer misses anyway do not set the cut.
+It clears more but generalises worse (see `CascadeConfig.clear_rule`); "labelled" is the default:
 
 - "tfidf" (`router: any_label`): the TF-IDF baseline with one more logistic regression, on
   "has any label", saved as `cascade.skops`.

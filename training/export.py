@@ -337,7 +337,8 @@ def choose_int8_guard(
     manifest: Any,
     target_agreement: float = 0.998,
 ) -> Any:
-    """The smallest guard margin whose expected decision agreement with fp32 reaches the target.
+    """The smallest guard margin whose decision agreement with fp32 reaches the target, both as
+    estimated below and as seen on the validation items themselves.
 
     Counting disagreements on a few hundred validation items is too coarse for a 99.9 % target,
     so the estimate uses every label's int8 error: an item is only at risk when its distance to
@@ -356,19 +357,27 @@ def choose_int8_guard(
     for m in margins[::-1]:  # the smallest margin at which each item turns unstable
         distance[unstable_decisions(int8_logits, manifest, float(m))] = m
     beyond = 1.0 - np.searchsorted(errors, distance, side="right") / max(len(errors), 1)
+    reference = decision_codes(calibrate(fp32_logits, manifest), texts, manifest)
+    unguarded = decision_codes(calibrate(int8_logits, manifest), texts, manifest)
+    n = max(len(texts), 1)
+
+    def guarded_at(margin: float) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+        unstable = unstable_decisions(int8_logits, manifest, margin)
+        mixed = np.where(unstable[:, None], fp32_logits, int8_logits)
+        return unstable, decision_codes(calibrate(mixed, manifest), texts, manifest)
+
     chosen = float(margins[-1])
     expected = 0.0
     for m in margins:
         expected = 1.0 - float(np.mean(np.where(distance > m, beyond, 0.0))) if len(texts) else 1.0
-        if expected >= target_agreement:
+        # The estimate alone has missed: one model's estimate said 0.998 where validation saw
+        # 0.988 (issue 14, session 6), so the agreement seen on validation must reach it too.
+        if expected >= target_agreement and (
+            float((guarded_at(float(m))[1] == reference).sum() / n) >= target_agreement
+        ):
             chosen = float(m)
             break
-    reference = decision_codes(calibrate(fp32_logits, manifest), texts, manifest)
-    unguarded = decision_codes(calibrate(int8_logits, manifest), texts, manifest)
-    unstable = unstable_decisions(int8_logits, manifest, chosen)
-    mixed = np.where(unstable[:, None], fp32_logits, int8_logits)
-    guarded = decision_codes(calibrate(mixed, manifest), texts, manifest)
-    n = max(len(texts), 1)
+    unstable, guarded = guarded_at(chosen)
     return Int8Guard(
         margin=round(chosen, 2),
         target_agreement=target_agreement,

@@ -2,8 +2,8 @@
 far below the review band; only the rest reach the transformer.
 
 The first stage's calibrated risk is compared with `manifest.cascade.clear_below`, chosen on
-validation so that at most 0.5 % of items with a label fall under it (since issue 14's last change:
-of the labelled items the transformer itself catches, `clear_rule`). The risk is the calibrated
+validation so that at most 0.5 % of items with a label fall under it (`clear_rule` "caught": of
+the labelled items the transformer itself catches). The risk is the calibrated
 probability of a router trained on "has any label" (`router: any_label`, the first stage's last
 column), or, for older artifacts, the highest calibrated label probability (`max_label`). The
 any-label router clears far fewer real controlled items that do not look like the corpus (on the

@@ -80,5 +80,23 @@ def test_margin_grows_with_the_int8_error_and_meets_its_target_on_validation():
     assert large.validation["rescored_share"] > small.validation["rescored_share"]
     for guard in (small, large):
         assert guard.validation["expected_agreement"] >= 0.998
-        assert guard.validation["agreement"] >= 0.995
+        assert guard.validation["agreement"] >= 0.998
         assert guard.validation["unguarded_agreement"] < guard.validation["agreement"]
+
+
+def test_margin_meets_the_target_on_validation_when_the_estimate_would_miss():
+    # Errors land only on the few items near a threshold, where they flip decisions; most items
+    # sit far from every threshold with no error, so the pooled error distribution the estimate
+    # reads is almost all zeros and the estimate alone would accept no guard at all.
+    rng = np.random.default_rng(5)
+    m = _manifest()
+    near = rng.uniform(0.05, 0.3, size=(60, 1)) * rng.choice([-1.0, 1.0], size=(60, 1))
+    fp32 = np.vstack([np.hstack([near, np.full((60, 1), -8.0)]), np.full((9940, 2), -8.0)])
+    int8 = fp32.copy()
+    int8[:60, 0] = -fp32[:60, 0]  # each near item's uav logit crosses the flag threshold
+    texts = ["a listing with plenty of words in it"] * len(fp32)
+    guard = choose_int8_guard(fp32, int8, texts, m)
+    assert guard.validation["unguarded_agreement"] == 0.994
+    assert guard.validation["expected_agreement"] >= 0.998
+    assert guard.validation["agreement"] >= 0.998
+    assert guard.margin >= 0.05
