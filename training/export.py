@@ -361,7 +361,7 @@ def choose_int8_guard(
     unguarded = decision_codes(calibrate(int8_logits, manifest), texts, manifest)
     n = max(len(texts), 1)
 
-    def guarded_at(margin: float) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    def guarded_at(margin: float) -> tuple[NDArray[np.bool_], NDArray[np.int8]]:
         unstable = unstable_decisions(int8_logits, manifest, margin)
         mixed = np.where(unstable[:, None], fp32_logits, int8_logits)
         return unstable, decision_codes(calibrate(mixed, manifest), texts, manifest)
