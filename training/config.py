@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -46,6 +46,12 @@ class ModelConfig(_Strict):
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
     tfidf_max_features: int = Field(default=2**18, ge=1024)
+    # Blend (issue 12): serve transformer logits + w x the TF-IDF baseline's, with w chosen on
+    # validation among these values (mean per-label average precision of the sum). 0 in the list
+    # lets validation keep the transformer alone; an empty list turns blending off.
+    blend_weights: list[Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0]
+    )
 
 
 class TrainConfig(_Strict):

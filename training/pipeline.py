@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from serving.backends import Backend, load_backend
 from serving.contract.artifact import (
     FORMAT_VERSION,
+    Blend,
     Calibration,
     DecisionRules,
     LabelThresholds,
@@ -343,6 +344,12 @@ def _package(
                 _calibration_texts(splits["train"].texts, cfg.train.seed),
                 model_text_prefix(cfg),
             )
+        if cfg.model.blend_weights:
+            blend, tfidf_val, info["blend"] = _fit_blend(cfg, folder, splits, reference_val)
+            if blend is not None and tfidf_val is not None:
+                manifest = manifest.model_copy(update={"blend": blend})
+                # The fp32 reference the int8 graph is compared with is the blended one too.
+                reference_val = reference_val + np.float32(blend.weight) * tfidf_val
         backend_name = "onnx-int8" if cfg.track.export_onnx else "torch"
     else:
         from training.baseline import save_tfidf, train_tfidf
@@ -359,6 +366,70 @@ def _package(
     manifest, notes = _choose_int8(cfg, manifest, folder, splits, reference_val, info["onnx"])
     info.update(notes)
     return Packaged(folder, manifest, load_backend(folder, manifest, backend_name)), info
+
+
+BLEND_FILE = "blend.skops"
+
+
+def _mean_average_precision(logits: NDArray[np.floating], y: NDArray[np.int64]) -> float:
+    """Mean over labels with a positive of the average precision of raw scores."""
+    from sklearn.metrics import average_precision_score
+
+    aps = [
+        float(average_precision_score(y[:, j], logits[:, j]))
+        for j in range(y.shape[1])
+        if y[:, j].any()
+    ]
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def choose_blend_weight(
+    transformer_val: NDArray[np.floating],
+    tfidf_val: NDArray[np.floating],
+    y: NDArray[np.int64],
+    weights: list[float],
+) -> tuple[float, dict[float, float]]:
+    """The w among `weights` whose `transformer + w * tfidf` has the highest mean per-label
+    average precision on validation (ties: the smaller w), and every w's figure.
+
+    Average precision depends only on each label's ranking, so the per-label Platt scaling that
+    is fitted afterwards on the sum cannot change the choice.
+    """
+    scores = {
+        float(w): _mean_average_precision(transformer_val + np.float32(w) * tfidf_val, y)
+        for w in sorted(set(weights))
+    }
+    return max(scores, key=lambda w: (round(scores[w], 6), -w)), scores
+
+
+def _fit_blend(
+    cfg: Config, folder: Path, splits: dict[str, Split], reference_val: NDArray[np.float32]
+) -> tuple[Blend | None, NDArray[np.float32] | None, dict[str, Any]]:
+    """Fit the TF-IDF part on the training split and choose its weight on validation
+    (`choose_blend_weight`). With 0 chosen nothing is written and the model is not a blend."""
+    from training.baseline import save_tfidf, train_tfidf
+
+    started = time.perf_counter()
+    val = splits["val"]
+    pipeline = train_tfidf(cfg, splits["train"].texts, splits["train"].y)
+    scores = np.asarray(pipeline.decision_function(val.texts), dtype=np.float32)
+    tfidf_val = scores.reshape(len(val.texts), -1)[:, : val.y.shape[1]]
+    weight, by_weight = choose_blend_weight(
+        reference_val, tfidf_val, val.y, cfg.model.blend_weights
+    )
+    notes: dict[str, Any] = {
+        "weight": weight,
+        "val_mean_ap": {str(w): round(v, 4) for w, v in by_weight.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if weight == 0.0:
+        return None, None, notes
+    save_tfidf(pipeline, folder, BLEND_FILE)
+    alone = by_weight.get(0.0)
+    if alone is None:
+        alone = _mean_average_precision(reference_val, val.y)
+    validation = {"mean_ap": round(by_weight[weight], 4), "mean_ap_transformer": round(alone, 4)}
+    return Blend(model_file=BLEND_FILE, weight=weight, validation=validation), tfidf_val, notes
 
 
 def _calibration_texts(texts: list[str], seed: int) -> list[str]:
@@ -403,6 +474,7 @@ def _choose_int8(
     With a static graph the dynamic one is scored too, under the same calibration, so the
     manifest shows both re-score shares; the spare graph is removed either way.
     """
+    from serving.backends.blend import BlendPart
     from serving.backends.onnx import OnnxBackend
     from serving.contract.artifact import Int8Graph
     from training.export import MIN_INT8_AGREEMENT, STATIC_SPARE, choose_int8_guard
@@ -438,7 +510,10 @@ def _choose_int8(
             continue
         if method == "static":
             dynamic = OnnxBackend(folder, trial, STATIC_SPARE, guard=False, per_item=True)
-            other = choose_int8_guard(fp32_val, dynamic.logits(texts), texts, trial)
+            dynamic_val = dynamic.logits(texts)
+            if trial.blend is not None:
+                dynamic_val = dynamic_val + BlendPart(folder, trial).offset(texts)
+            other = choose_int8_guard(fp32_val, dynamic_val, texts, trial)
             candidates["dynamic"] = {**other.validation, "margin": other.margin}
         record = {
             "agreement": guard.validation["agreement"],

@@ -11,6 +11,10 @@ onnx-int8-fast  the int8 graph without the guard (faster; decisions agree with f
 onnx       ONNX Runtime on the fp32 graph
 torch      transformers + torch on model.safetensors
 tfidf      the scikit-learn baseline stored with skops (the only backend of a tfidf artifact)
+cascade    a cheap first stage clears obvious non-matches, int8 scores the rest
+
+A blended artifact (manifest `blend`) adds w x its TF-IDF part's logits in every transformer
+backend (`serving.backends.blend`).
 """
 
 from __future__ import annotations
@@ -73,8 +77,21 @@ def load_backend(
     threads: int = 0,
     batch_size: int = 64,
 ) -> Backend:
-    """Create the named backend for an artifact folder (already verified)."""
+    """Create the named backend for an artifact folder (already verified).
+
+    A blended artifact (manifest `blend`) wraps every transformer backend in `BlendBackend`;
+    the cascade adds the TF-IDF part to the items it forwards itself.
+    """
     name = backend_name(manifest, name)
+    if manifest.blend is not None and name not in ("tfidf", "cascade"):
+        from serving.backends.blend import BlendBackend
+
+        inner = _load(folder, manifest, name, threads, batch_size)
+        return BlendBackend(inner, folder, manifest)
+    return _load(folder, manifest, name, threads, batch_size)
+
+
+def _load(folder: Path, manifest: Manifest, name: str, threads: int, batch_size: int) -> Backend:
     if name == "tfidf":
         from serving.backends.tfidf import TfidfBackend
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.backends.blend import BlendPart
 from serving.backends.onnx import OnnxBackend
 from serving.backends.static import StaticRouter
 from serving.backends.tfidf import TfidfBackend
@@ -54,6 +55,7 @@ class CascadeBackend:
         self.second = OnnxBackend(
             folder, manifest, "model.int8.onnx", threads=threads, batch_size=batch_size
         )
+        self.blend = BlendPart(folder, manifest) if manifest.blend is not None else None
         self.a1 = np.array([self.stage.a[lb] for lb in manifest.labels])
         self.b1 = np.array([self.stage.b[lb] for lb in manifest.labels])
         self.a2 = np.array([manifest.calibration.a[lb] for lb in manifest.labels])
@@ -104,7 +106,12 @@ class CascadeBackend:
         out[cleared] = ((np.log(p / (1 - p)) - self.b2) / self.a2).astype(np.float32)
         forward = np.nonzero(~cleared)[0]
         if forward.size:
-            out[forward] = self.second.logits([texts[i] for i in forward])
+            sent = [texts[i] for i in forward]
+            if self.blend is None:
+                out[forward] = self.second.logits(sent)
+            else:
+                offset = self.blend.offset(sent)
+                out[forward] = self.second.run(self.second.encode(sent), offset=offset) + offset
         self.cleared += int(cleared.sum())
         self.forwarded += int(forward.size)
         return out

@@ -138,8 +138,15 @@ class OnnxBackend:
             session.run(["logits"], model_feeds(rows, self.input_names))[0], dtype=np.float32
         )
 
-    def run(self, ids: list[list[int]]) -> NDArray[np.float32]:
-        """Logits for pre-tokenised inputs."""
+    def run(
+        self, ids: list[list[int]], offset: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """Logits for pre-tokenised inputs.
+
+        `offset` (a blended artifact's TF-IDF part, `serving.backends.blend`) is what will be
+        added to these logits before calibration: the guard judges decisions on the sum. The
+        returned logits never include it.
+        """
         if not ids:
             return np.zeros((0, self.n_labels), dtype=np.float32)
         if self.per_item:
@@ -149,9 +156,9 @@ class OnnxBackend:
                 out = np.vstack([self._run([i]) for i in ids])
             else:
                 out = np.vstack(list(self.pool.map(lambda i: self._run([i]), ids)))
-            return self._guarded(ids, out)
+            return self._guarded(ids, out, offset)
         if self.pooled:
-            return self._guarded(ids, self._run_pooled(ids))
+            return self._guarded(ids, self._run_pooled(ids), offset)
         lengths = [len(i) for i in ids]
         return run_sorted(
             lengths, self.batch_size, self.n_labels, lambda idx: self._run([ids[i] for i in idx])
@@ -170,12 +177,18 @@ class OnnxBackend:
             out[idx] = rows
         return out
 
-    def _guarded(self, ids: list[list[int]], out: NDArray[np.float32]) -> NDArray[np.float32]:
+    def _guarded(
+        self,
+        ids: list[list[int]],
+        out: NDArray[np.float32],
+        offset: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
         """Re-score with fp32 the items whose decision int8 error could change."""
         guard = self.manifest.int8_guard
         if self.fallback is None or guard is None:
             return out
-        unstable = np.flatnonzero(unstable_decisions(out, self.manifest, guard.margin))
+        judged = out if offset is None else out + offset
+        unstable = np.flatnonzero(unstable_decisions(judged, self.manifest, guard.margin))
         if unstable.size:
             out[unstable] = self.fallback.run([ids[i] for i in unstable])
             self.rescored += int(unstable.size)

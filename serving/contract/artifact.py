@@ -13,6 +13,7 @@ Layout (a reader needs nothing but the folder):
     model.int8.onnx      int8 ONNX graph, static or dynamic (int8)   (transformer models)
     cascade.skops        the cascade's TF-IDF first stage             (transformer models)
     static.safetensors   the cascade's static embedding table and router (when distilled)
+    blend.skops          TF-IDF part added to the transformer's logits (manifest `blend`)
     model.skops          TF-IDF + logistic regression pipeline       (tfidf models)
     README.md            generated model card
 
@@ -161,6 +162,22 @@ class CascadeStage(BaseModel):
     static: StaticTable | None = None
 
 
+class Blend(BaseModel):
+    """The transformer's raw logits plus `weight` times a TF-IDF model's (issue 12).
+
+    Both models were fitted on the same training split; `weight` was chosen on validation (mean
+    per-label average precision of the sum, which no per-label calibration changes), and the
+    manifest's calibration and thresholds apply to the sum. `model_file` is a skops TF-IDF
+    pipeline whose first decision-function columns are the labels in manifest order.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_file: str
+    weight: float
+    validation: dict[str, float] = Field(default_factory=dict)
+
+
 class Int8Guard(BaseModel):
     """When the int8 graph's answer could change the decision, ask the fp32 graph instead.
 
@@ -218,6 +235,7 @@ class Manifest(BaseModel):
     training_data: dict[str, Any] = Field(default_factory=dict)
     onnx_agreement: dict[str, float] = Field(default_factory=dict)
     cascade: CascadeStage | None = None
+    blend: Blend | None = None
     int8_guard: Int8Guard | None = None
     int8: Int8Graph | None = None
     review_path: ReviewPath | None = None

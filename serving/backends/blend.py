@@ -1,0 +1,68 @@
+"""A blended artifact (manifest `blend`, issue 12): transformer logits plus w x TF-IDF logits.
+
+The TF-IDF part reads catalog words and part-number shapes that the transformer, fitted on a few
+thousand listings, weighs too lightly; the sum is what the manifest's calibration and thresholds
+were fitted on, so every transformer backend serves the sum. Each model input carries its text
+(for TF-IDF) and the inner backend's input (token ids), so callers that merge inputs across
+requests (the API's micro-batcher, the Ray engine) merge both. The int8 guard judges decisions
+on the sum (`OnnxBackend.run(..., offset=)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from serving.backends.tfidf import TfidfBackend
+from serving.contract.artifact import Manifest
+from serving.contract.errors import ArtifactError
+
+
+class BlendPart:
+    """The TF-IDF half of a blend: `weight` x its label columns."""
+
+    def __init__(self, folder: Path, manifest: Manifest) -> None:
+        if manifest.blend is None:
+            raise ArtifactError(f"{folder}: this model is not a blend")
+        self.weight = float(manifest.blend.weight)
+        self.tfidf = TfidfBackend(folder, manifest, file=manifest.blend.model_file)
+
+    def offset(self, texts: list[str]) -> NDArray[np.float32]:
+        """What the TF-IDF part adds to the transformer's raw logits for these texts."""
+        return (self.weight * self.tfidf.run(texts)).astype(np.float32)
+
+
+class BlendBackend:
+    """Wraps a transformer backend (onnx, onnx-int8, onnx-int8-fast, torch)."""
+
+    def __init__(self, inner: Any, folder: Path, manifest: Manifest) -> None:
+        self.inner = inner
+        self.part = BlendPart(folder, manifest)
+        self.name: str = inner.name
+
+    def __getattr__(self, attr: str) -> Any:
+        # Counters and settings of the inner backend (rescored, threads, ...).
+        return getattr(self.inner, attr)
+
+    def encode(self, texts: list[str]) -> list[tuple[str, Any]]:
+        """Each text with the inner backend's input for it."""
+        return list(zip(texts, self.inner.encode(texts), strict=True))
+
+    def run(self, inputs: list[tuple[str, Any]]) -> NDArray[np.float32]:
+        """The inner backend's logits plus the TF-IDF part."""
+        if not inputs:
+            return np.zeros((0, self.part.tfidf.n_labels), dtype=np.float32)
+        offset = self.part.offset([t for t, _ in inputs])
+        ids = [i for _, i in inputs]
+        if self.inner.name in ("onnx-int8", "onnx-int8-fast", "onnx"):
+            out = self.inner.run(ids, offset=offset)
+        else:
+            out = self.inner.run(ids)
+        return np.asarray(out + offset, dtype=np.float32)
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        """Blended raw logits for built texts."""
+        return self.run(self.encode(texts))

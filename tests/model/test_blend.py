@@ -1,0 +1,135 @@
+"""Blended artifacts (issue 12): transformer logits plus w x TF-IDF logits in every backend."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.backends.blend import BlendBackend
+from serving.backends.tfidf import TfidfBackend
+from serving.contract.artifact import Blend, read_manifest, write_manifest
+from serving.contract.errors import ArtifactError
+from serving.predictor import Predictor
+from training.pipeline import choose_blend_weight
+
+pytestmark = pytest.mark.slow
+TEXTS = [
+    "Cotton crew-neck T-shirt, pack of 3 | machine washable, sizes S to XXL",
+    "LWIR thermal imaging core 640x512 | uncooled VOx microbolometer, NETD < 40 mK",
+    "Survey GNSS receiver, multi-band RTK | L1/L2/L5, 1 cm + 1 ppm",
+    "Quadcopter frame kit 450 mm with 30 min flight time and 5 km video link",
+    "module",
+]
+WEIGHT = 0.7
+
+
+@pytest.fixture(scope="module")
+def blended(smoke_model: Path, tfidf_model: Path, tmp_path_factory) -> Path:
+    """A copy of the smoke model whose blend part is the smoke run's TF-IDF baseline."""
+    folder = tmp_path_factory.mktemp("blend") / "model"
+    shutil.copytree(smoke_model, folder)
+    shutil.copy(tfidf_model / "model.skops", folder / "extra.skops")
+    manifest = read_manifest(folder).model_copy(
+        update={"blend": Blend(model_file="extra.skops", weight=WEIGHT)}
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def _part(tfidf_model: Path) -> np.ndarray:
+    backend = TfidfBackend(tfidf_model, read_manifest(tfidf_model))
+    return WEIGHT * backend.run(TEXTS)
+
+
+@pytest.mark.parametrize("name", ["onnx", "onnx-int8-fast", "torch"])
+def test_every_transformer_backend_adds_the_weighted_tfidf_logits(
+    blended, smoke_model, tfidf_model, name
+):
+    plain = Predictor.load(smoke_model, backend=name)
+    mixed = Predictor.load(blended, backend=name)
+    assert isinstance(mixed.backend, BlendBackend) and mixed.backend.name == plain.backend.name
+    got = mixed.run(mixed.prepare_texts(TEXTS).inputs)
+    want = plain.run(plain.prepare_texts(TEXTS).inputs) + _part(tfidf_model)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_merged_inputs_give_the_rows_of_separate_runs(blended):
+    """The API's micro-batcher concatenates the inputs of several requests."""
+    predictor = Predictor.load(blended, backend="onnx")
+    a = predictor.prepare_texts(TEXTS[:2]).inputs
+    b = predictor.prepare_texts(TEXTS[2:]).inputs
+    merged = predictor.run(a + b)
+    apart = np.vstack([predictor.run(a), predictor.run(b)])
+    np.testing.assert_allclose(merged, apart, atol=1e-4)
+
+
+def test_the_int8_guard_judges_the_blended_logits(blended, tfidf_model):
+    """An item is re-scored with fp32 when the *sum* sits near a threshold: with a guard margin
+    wide enough to cover everything, guarded int8 equals fp32 plus the TF-IDF part."""
+    manifest = read_manifest(blended)
+    assert manifest.int8_guard is not None
+    wide = manifest.model_copy(
+        update={"int8_guard": manifest.int8_guard.model_copy(update={"margin": 50.0})}
+    )
+    write_manifest(blended, wide)
+    try:
+        guarded = Predictor.load(blended, backend="onnx-int8")
+        fp32 = Predictor.load(blended, backend="onnx")
+        got = guarded.run(guarded.prepare_texts(TEXTS).inputs)
+        assert guarded.backend.rescored == len(TEXTS)
+        np.testing.assert_allclose(got, fp32.run(fp32.prepare_texts(TEXTS).inputs), atol=1e-4)
+    finally:
+        write_manifest(blended, manifest)
+
+
+def test_cascade_forwards_blended_logits(blended):
+    cascade = Predictor.load(blended, backend="cascade")
+    cascade.backend.stage = cascade.backend.stage.model_copy(update={"clear_below": 0.0})
+    int8 = Predictor.load(blended, backend="onnx-int8")
+    got = cascade.backend.logits(TEXTS)
+    np.testing.assert_allclose(got, int8.backend.logits(TEXTS), atol=1e-4)
+
+
+def test_a_blend_without_its_tfidf_file_is_refused(blended, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(blended, folder)
+    (folder / "extra.skops").unlink()
+    write_manifest(folder, read_manifest(folder))
+    with pytest.raises(ArtifactError, match="extra.skops"):
+        Predictor.load(folder, backend="onnx")
+
+
+def test_blend_weight_is_chosen_by_validation_ranking():
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 3)) < 0.3).astype(np.int64)
+    noise = rng.normal(size=y.shape).astype(np.float32)
+    signal = (y * 2.0 + rng.normal(scale=0.5, size=y.shape)).astype(np.float32)
+    weights = [0.0, 0.5, 1.0, 2.0]
+    # A TF-IDF part that carries the signal the transformer lacks gets the largest weight ...
+    w, scores = choose_blend_weight(noise, signal, y, weights)
+    assert w == 2.0 and scores[2.0] > scores[0.0]
+    # ... and one that is only noise gets none.
+    w, scores = choose_blend_weight(signal, noise, y, weights)
+    assert w == 0.0 and set(scores) == set(weights)
+    # Ties go to the smaller weight.
+    w, _ = choose_blend_weight(signal, np.zeros_like(signal), y, weights)
+    assert w == 0.0
+
+
+def test_smoke_run_records_its_blend_choice(smoke_run):
+    manifest = smoke_run.manifest
+    notes = manifest.metrics["training"]["blend"]
+    assert set(notes["val_mean_ap"]) == {"0.0", "0.5", "1.0", "1.5", "2.0"}
+    best = max(notes["val_mean_ap"].values())
+    assert notes["val_mean_ap"][str(notes["weight"])] == best
+    if manifest.blend is None:
+        assert notes["weight"] == 0.0 and "blend.skops" not in manifest.files
+    else:
+        assert manifest.blend.weight == notes["weight"] > 0
+        assert "blend.skops" in manifest.files
+        assert (
+            manifest.blend.validation["mean_ap"] >= manifest.blend.validation["mean_ap_transformer"]
+        )
