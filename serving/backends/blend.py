@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.backends.onnx import OnnxBackend
 from serving.backends.tfidf import TfidfBackend
 from serving.contract.artifact import Manifest
 from serving.contract.errors import ArtifactError
@@ -57,7 +58,7 @@ class BlendBackend:
             return np.zeros((0, self.part.tfidf.n_labels), dtype=np.float32)
         offset = self.part.offset([t for t, _ in inputs])
         ids = [i for _, i in inputs]
-        if self.inner.name in ("onnx-int8", "onnx-int8-fast", "onnx"):
+        if isinstance(self.inner, OnnxBackend):  # its int8 guard judges the sum
             out = self.inner.run(ids, offset=offset)
         else:
             out = self.inner.run(ids)

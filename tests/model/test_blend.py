@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from serving.backends.blend import BlendBackend
-from serving.backends.tfidf import TfidfBackend
+from serving.backends.tfidf import TfidfBackend, load_skops
 from serving.contract.artifact import Blend, read_manifest, write_manifest
 from serving.contract.errors import ArtifactError
 from serving.predictor import Predictor
-from training.pipeline import choose_blend_weight
+from training.config import load_config
+from training.pipeline import BLEND_FILE, _fit_blend, choose_blend_weight, load_data
 
 pytestmark = pytest.mark.slow
 TEXTS = [
@@ -124,3 +125,26 @@ def test_a_run_without_blend_weights_writes_no_blend(smoke_run):
     manifest = smoke_run.manifest
     assert manifest.blend is None and "blend.skops" not in manifest.files
     assert "blend" not in manifest.metrics["training"]
+
+
+def test_fit_blend_writes_the_part_it_chose_and_nothing_when_it_chose_none(
+    root, taxonomy, tmp_path
+):
+    """On the smoke splits: a transformer with no signal gets a TF-IDF part whose stored file
+    reproduces the validation logits the weight was chosen on; a perfect one gets none."""
+    cfg = load_config(root / "training/configs/smoke.toml", ["model.blend_weights=[0, 1, 2]"])
+    splits, _ = load_data(cfg, taxonomy)
+    val = splits["val"]
+    blend, tfidf_val, notes = _fit_blend(cfg, tmp_path, splits, np.zeros(val.y.shape, "float32"))
+    assert blend is not None and tfidf_val is not None
+    assert blend.weight == notes["weight"] > 0 and blend.model_file == BLEND_FILE
+    assert blend.validation["mean_ap"] > blend.validation["mean_ap_transformer"]
+    stored = load_skops(tmp_path / BLEND_FILE).decision_function(val.texts)
+    np.testing.assert_allclose(stored[:, : val.y.shape[1]], tfidf_val, atol=1e-5)
+
+    perfect = (val.y * 20.0 - 10.0).astype("float32")
+    out = tmp_path / "none"
+    out.mkdir()
+    blend, tfidf_val, notes = _fit_blend(cfg, out, splits, perfect)
+    assert blend is None and tfidf_val is None and notes["weight"] == 0.0
+    assert not (out / BLEND_FILE).exists()
