@@ -52,6 +52,10 @@ class ModelConfig(_Strict):
     # it chose w = 2 and lifted corpus test macro F1 0.817 -> 0.842 and real components
     # 0.679 -> 0.788, but test ja recall fell to 0.837 and real retail recall to 0.878.
     blend_weights: list[Annotated[float, Field(ge=0.0)]] = Field(default_factory=list)
+    # The weights tried for Chinese and Japanese texts (`detect_lang` of the built text), each
+    # with every `blend_weights` value; empty: one weight for every text. TF-IDF's word and
+    # character n-grams read unsegmented CJK listings poorly.
+    blend_weights_cjk: list[Annotated[float, Field(ge=0.0)]] = Field(default_factory=list)
 
 
 class TrainConfig(_Strict):

@@ -22,7 +22,7 @@ from serving.contract.artifact import Manifest
 from serving.contract.decide import decision_codes
 from serving.contract.readers import ColumnMapping, RejectedRow, read_records
 from serving.contract.taxonomy import Taxonomy
-from serving.contract.text import build_text_from_record
+from serving.contract.text import build_text_from_record, detect_lang
 from training.calibrate import expected_calibration_error, reliability_curve
 
 
@@ -39,29 +39,6 @@ class LabelledSet:
 
 
 LANGS = ("en", "zh", "ja", "mixed")
-
-
-def detect_lang(text: str) -> str:
-    """en, zh, ja or mixed from the script of a text's letters (for files without `lang`).
-
-    Any kana makes Japanese; Han without kana makes Chinese; a text whose letters are mostly Latin
-    but that holds CJK too is mixed; everything else is en (the corpus has no other languages).
-    """
-    kana = han = latin = 0
-    for ch in text:
-        o = ord(ch)
-        if 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9D:
-            kana += 1
-        elif 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF:
-            han += 1
-        elif ch.isascii() and ch.isalpha():
-            latin += 1
-    cjk = kana + han
-    if not cjk:
-        return "en"
-    if latin > 3 * cjk:
-        return "mixed"
-    return "ja" if kana else "zh"
 
 
 def load_labelled(

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends import Backend, load_backend
+from serving.backends.blend import blend_weights
 from serving.contract.artifact import (
     FORMAT_VERSION,
     Blend,
@@ -38,7 +39,7 @@ from serving.contract.errors import ConfigError
 from serving.contract.listing import TEXT_FIELDS
 from serving.contract.readers import ColumnMapping, RejectedRow, read_records
 from serving.contract.taxonomy import Taxonomy, load_taxonomy
-from serving.contract.text import build_text
+from serving.contract.text import build_text, detect_lang
 from training import paths
 from training.calibrate import apply_calibration, expected_calibration_error, fit_calibration
 from training.cascade_fit import attach_cascade
@@ -349,7 +350,9 @@ def _package(
             if blend is not None and tfidf_val is not None:
                 manifest = manifest.model_copy(update={"blend": blend})
                 # The fp32 reference the int8 graph is compared with is the blended one too.
-                reference_val = reference_val + np.float32(blend.weight) * tfidf_val
+                reference_val = (
+                    reference_val + blend_weights(blend, splits["val"].texts) * tfidf_val
+                )
         backend_name = "onnx-int8" if cfg.track.export_onnx else "torch"
     else:
         from training.baseline import save_tfidf, train_tfidf
@@ -383,30 +386,47 @@ def _mean_average_precision(logits: NDArray[np.floating], y: NDArray[np.int64]) 
     return float(np.mean(aps)) if aps else 0.0
 
 
+CJK = ("zh", "ja")
+
+
 def choose_blend_weight(
     transformer_val: NDArray[np.floating],
     tfidf_val: NDArray[np.floating],
     y: NDArray[np.int64],
     weights: list[float],
-) -> tuple[float, dict[float, float]]:
-    """The w among `weights` whose `transformer + w * tfidf` has the highest mean per-label
-    average precision on validation (ties: the smaller w), and every w's figure.
+    cjk: NDArray[np.bool_] | None = None,
+    cjk_weights: list[float] | None = None,
+) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
+    """The weights (w, w for Chinese and Japanese rows `cjk`) among `weights` x `cjk_weights`
+    whose `transformer + w * tfidf` has the highest mean per-label average precision on
+    validation (ties: the smaller weights), and every pair's figure. Without `cjk_weights` every
+    row has the same w.
 
     Average precision depends only on each label's ranking, so the per-label Platt scaling that
     is fitted afterwards on the sum cannot change the choice.
     """
-    scores = {
-        float(w): _mean_average_precision(transformer_val + np.float32(w) * tfidf_val, y)
+    column = np.zeros((len(y), 1), dtype=bool) if cjk is None else cjk.reshape(-1, 1)
+    pairs = [
+        (float(w), float(c) if cjk_weights else float(w))
         for w in sorted(set(weights))
+        for c in (sorted(set(cjk_weights)) if cjk_weights else [w])
+    ]
+    scores = {
+        (w, c): _mean_average_precision(
+            transformer_val + np.where(column, np.float32(c), np.float32(w)) * tfidf_val, y
+        )
+        for w, c in pairs
     }
-    return max(scores, key=lambda w: (round(scores[w], 6), -w)), scores
+    best = max(scores, key=lambda p: (round(scores[p], 6), -p[0], -p[1]))
+    return best, scores
 
 
 def _fit_blend(
     cfg: Config, folder: Path, splits: dict[str, Split], reference_val: NDArray[np.float32]
 ) -> tuple[Blend | None, NDArray[np.float32] | None, dict[str, Any]]:
-    """Fit the TF-IDF part on the training split and choose its weight on validation
-    (`choose_blend_weight`). With 0 chosen nothing is written and the model is not a blend."""
+    """Fit the TF-IDF part on the training split and choose its weights on validation
+    (`choose_blend_weight`). With 0 chosen for every text nothing is written and the model is
+    not a blend."""
     from training.baseline import save_tfidf, train_tfidf
 
     started = time.perf_counter()
@@ -414,22 +434,35 @@ def _fit_blend(
     pipeline = train_tfidf(cfg, splits["train"].texts, splits["train"].y)
     scores = np.asarray(pipeline.decision_function(val.texts), dtype=np.float32)
     tfidf_val = scores.reshape(len(val.texts), -1)[:, : val.y.shape[1]]
-    weight, by_weight = choose_blend_weight(
-        reference_val, tfidf_val, val.y, cfg.model.blend_weights
+    cjk = np.array([detect_lang(t) in CJK for t in val.texts], dtype=bool)
+    (weight, weight_cjk), by_pair = choose_blend_weight(
+        reference_val, tfidf_val, val.y, cfg.model.blend_weights, cjk, cfg.model.blend_weights_cjk
     )
     notes: dict[str, Any] = {
         "weight": weight,
-        "val_mean_ap": {str(w): round(v, 4) for w, v in by_weight.items()},
+        "val_mean_ap": {
+            (f"{w}" if w == c and not cfg.model.blend_weights_cjk else f"{w}/cjk {c}"): round(v, 4)
+            for (w, c), v in by_pair.items()
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if weight == 0.0:
+    if cfg.model.blend_weights_cjk:
+        notes["weight_cjk"] = weight_cjk
+    if weight == 0.0 and weight_cjk == 0.0:
         return None, None, notes
     save_tfidf(pipeline, folder, BLEND_FILE)
-    alone = by_weight.get(0.0)
+    alone = by_pair.get((0.0, 0.0))
     if alone is None:
         alone = _mean_average_precision(reference_val, val.y)
-    validation = {"mean_ap": round(by_weight[weight], 4), "mean_ap_transformer": round(alone, 4)}
-    return Blend(model_file=BLEND_FILE, weight=weight, validation=validation), tfidf_val, notes
+    validation = {
+        "mean_ap": round(by_pair[(weight, weight_cjk)], 4),
+        "mean_ap_transformer": round(alone, 4),
+    }
+    by_lang = {lang: weight_cjk for lang in CJK} if weight_cjk != weight else {}
+    blend = Blend(
+        model_file=BLEND_FILE, weight=weight, weight_by_lang=by_lang, validation=validation
+    )
+    return blend, tfidf_val, notes
 
 
 def _calibration_texts(texts: list[str], seed: int) -> list[str]:

@@ -18,22 +18,32 @@ from numpy.typing import NDArray
 
 from serving.backends.onnx import OnnxBackend
 from serving.backends.tfidf import TfidfBackend
-from serving.contract.artifact import Manifest
+from serving.contract.artifact import Blend, Manifest
 from serving.contract.errors import ArtifactError
+from serving.contract.text import detect_lang
+
+
+def blend_weights(blend: Blend, texts: list[str]) -> NDArray[np.float32]:
+    """Each text's TF-IDF weight as a column: `weight_by_lang` for its language, else `weight`."""
+    if not blend.weight_by_lang:
+        return np.full((len(texts), 1), blend.weight, dtype=np.float32)
+    by_lang = blend.weight_by_lang
+    got = [by_lang.get(detect_lang(t), blend.weight) for t in texts]
+    return np.asarray(got, dtype=np.float32).reshape(-1, 1)
 
 
 class BlendPart:
-    """The TF-IDF half of a blend: `weight` x its label columns."""
+    """The TF-IDF half of a blend: each text's weight x its label columns."""
 
     def __init__(self, folder: Path, manifest: Manifest) -> None:
         if manifest.blend is None:
             raise ArtifactError(f"{folder}: this model is not a blend")
-        self.weight = float(manifest.blend.weight)
+        self.blend = manifest.blend
         self.tfidf = TfidfBackend(folder, manifest, file=manifest.blend.model_file)
 
     def offset(self, texts: list[str]) -> NDArray[np.float32]:
         """What the TF-IDF part adds to the transformer's raw logits for these texts."""
-        return (self.weight * self.tfidf.run(texts)).astype(np.float32)
+        return (blend_weights(self.blend, texts) * self.tfidf.run(texts)).astype(np.float32)
 
 
 class BlendBackend:

@@ -175,6 +175,9 @@ class Blend(BaseModel):
 
     model_file: str
     weight: float
+    # Languages (`detect_lang` of the built text) whose TF-IDF part has its own weight: TF-IDF
+    # words are weak on Chinese and Japanese listings, which have no spaces between words.
+    weight_by_lang: dict[str, float] = Field(default_factory=dict)
     validation: dict[str, float] = Field(default_factory=dict)
 
 

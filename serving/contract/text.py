@@ -196,3 +196,26 @@ def build_text_from_record(
 def count_words(text: str) -> int:
     """Count content words (Latin or digit runs, CJK pairs) for the insufficient-detail rule."""
     return len(_WORD_RE.findall(text))
+
+
+def detect_lang(text: str) -> str:
+    """en, zh, ja or mixed from the script of a text's letters (for files without `lang`).
+
+    Any kana makes Japanese; Han without kana makes Chinese; a text whose letters are mostly Latin
+    but that holds CJK too is mixed; everything else is en (the corpus has no other languages).
+    """
+    kana = han = latin = 0
+    for ch in text:
+        o = ord(ch)
+        if 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9D:
+            kana += 1
+        elif 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF:
+            han += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    cjk = kana + han
+    if not cjk:
+        return "en"
+    if latin > 3 * cjk:
+        return "mixed"
+    return "ja" if kana else "zh"

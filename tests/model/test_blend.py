@@ -110,14 +110,51 @@ def test_blend_weight_is_chosen_by_validation_ranking():
     signal = (y * 2.0 + rng.normal(scale=0.5, size=y.shape)).astype(np.float32)
     weights = [0.0, 0.5, 1.0, 2.0]
     # A TF-IDF part that carries the signal the transformer lacks gets the largest weight ...
-    w, scores = choose_blend_weight(noise, signal, y, weights)
-    assert w == 2.0 and scores[2.0] > scores[0.0]
+    (w, c), scores = choose_blend_weight(noise, signal, y, weights)
+    assert w == c == 2.0 and scores[(2.0, 2.0)] > scores[(0.0, 0.0)]
     # ... and one that is only noise gets none.
-    w, scores = choose_blend_weight(signal, noise, y, weights)
-    assert w == 0.0 and set(scores) == set(weights)
+    (w, c), scores = choose_blend_weight(signal, noise, y, weights)
+    assert w == c == 0.0 and set(scores) == {(x, x) for x in weights}
     # Ties go to the smaller weight.
-    w, _ = choose_blend_weight(signal, np.zeros_like(signal), y, weights)
+    (w, _), _ = choose_blend_weight(signal, np.zeros_like(signal), y, weights)
     assert w == 0.0
+
+
+def test_chinese_and_japanese_rows_get_their_own_weight():
+    """Where the TF-IDF part is signal on Latin rows and noise on CJK rows (and the transformer
+    the reverse), validation gives it a large weight on the first and none on the second."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((600, 3)) < 0.3).astype(np.int64)
+    cjk = rng.random(600) < 0.4
+    signal = y * 2.0 + rng.normal(scale=0.5, size=y.shape)
+    noise = rng.normal(size=y.shape)
+    transformer = np.where(cjk[:, None], signal, noise).astype(np.float32)
+    tfidf = np.where(cjk[:, None], noise, signal).astype(np.float32)
+    weights = [0.0, 1.0, 2.0]
+    (w, c), scores = choose_blend_weight(transformer, tfidf, y, weights, cjk, weights)
+    assert (w, c) == (2.0, 0.0) and len(scores) == 9
+    assert scores[(2.0, 0.0)] > max(scores[(x, x)] for x in weights)
+
+
+def test_a_per_language_weight_applies_to_the_texts_of_that_language(
+    blended, smoke_model, tfidf_model, tmp_path
+):
+    """`weight_by_lang` {zh: 0, ja: 2w}: Chinese texts get the transformer alone, Japanese texts
+    twice the part, the rest `weight` x the part."""
+    folder = tmp_path / "model"
+    shutil.copytree(blended, folder)
+    by_lang = {"zh": 0.0, "ja": 2 * WEIGHT}
+    manifest = read_manifest(folder)
+    assert manifest.blend is not None
+    blend = manifest.blend.model_copy(update={"weight_by_lang": by_lang})
+    write_manifest(folder, manifest.model_copy(update={"blend": blend}))
+    texts = [*TEXTS, "四旋翼无人机 机架 450mm 图传 5 公里", "サーマルカメラ 赤外線 640x512 非冷却"]
+    plain = Predictor.load(smoke_model, backend="onnx")
+    mixed = Predictor.load(folder, backend="onnx")
+    part = TfidfBackend(tfidf_model, read_manifest(tfidf_model)).run(texts)
+    scale = np.array([WEIGHT] * len(TEXTS) + [0.0, 2 * WEIGHT], dtype=np.float32)[:, None]
+    want = plain.run(plain.prepare_texts(texts).inputs) + scale * part
+    np.testing.assert_allclose(mixed.run(mixed.prepare_texts(texts).inputs), want, atol=1e-4)
 
 
 def test_a_run_without_blend_weights_writes_no_blend(smoke_run):
@@ -148,3 +185,42 @@ def test_fit_blend_writes_the_part_it_chose_and_nothing_when_it_chose_none(
     blend, tfidf_val, notes = _fit_blend(cfg, out, splits, perfect)
     assert blend is None and tfidf_val is None and notes["weight"] == 0.0
     assert not (out / BLEND_FILE).exists()
+
+
+def test_int8_is_chosen_and_guarded_on_the_blended_logits(root, taxonomy, smoke_model, tmp_path):
+    """The pipeline's int8 step on a blended copy of the smoke model: the graph it keeps (and,
+    with a static graph, its dynamic fallback) is judged against blended fp32 logits, and the
+    guarded graph agrees with blended fp32 decisions on validation."""
+    from serving.backends import load_backend
+    from serving.backends.blend import blend_weights
+    from serving.contract.decide import decision_codes
+    from training.export import MIN_INT8_AGREEMENT, export_onnx
+    from training.pipeline import _calibration_texts, _choose_int8
+
+    cfg = load_config(root / "training/configs/smoke.toml", ["model.blend_weights=[1]"])
+    splits, _ = load_data(cfg, taxonomy)
+    val = splits["val"]
+    folder = tmp_path / "model"
+    shutil.copytree(smoke_model, folder)
+    calibration = _calibration_texts(splits["train"].texts, cfg.train.seed)
+    onnx_notes = export_onnx(folder, cfg.model.max_tokens, cfg.model.pooling, calibration)
+    manifest = read_manifest(folder)
+    fp32 = load_backend(folder, manifest, "onnx").logits(val.texts)
+    blend, tfidf_val, _ = _fit_blend(cfg, folder, splits, fp32)
+    assert blend is not None and tfidf_val is not None and blend.weight == 1.0
+    manifest = write_manifest(folder, manifest.model_copy(update={"blend": blend}))
+    reference = fp32 + blend_weights(blend, val.texts) * tfidf_val
+
+    chosen, _ = _choose_int8(cfg, manifest, folder, splits, reference, onnx_notes)
+    assert chosen.int8 is not None and chosen.int8_guard is not None
+    if onnx_notes.get("int8") == "static":
+        assert set(chosen.int8.candidates) == {"static", "dynamic"}
+    write_manifest(folder, chosen)
+    guarded, full = (Predictor.load(folder, backend=b) for b in ("onnx-int8", "onnx"))
+    assert isinstance(guarded.backend, BlendBackend)
+    codes = [
+        decision_codes(p.calibrate(p.run(p.prepare_texts(val.texts).inputs)), val.texts, chosen)
+        for p in (guarded, full)
+    ]
+    np.testing.assert_allclose(full.run(full.prepare_texts(val.texts).inputs), reference, atol=1e-3)
+    assert float(np.mean(codes[0] == codes[1])) >= MIN_INT8_AGREEMENT

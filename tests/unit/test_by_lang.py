@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import detect_lang, load_labelled
+from serving.contract.text import detect_lang
+from training.evaluate import load_labelled
 
 
 @pytest.mark.parametrize(
