@@ -48,9 +48,8 @@ class ModelConfig(_Strict):
     tfidf_max_features: int = Field(default=2**18, ge=1024)
     # Blend (issue 12): serve transformer logits + w x the TF-IDF baseline's, with w chosen on
     # validation among these values (mean per-label average precision of the sum); 0 in the list
-    # lets validation keep the transformer alone. Off by default (empty): on the session-7 model
-    # it chose w = 2 and lifted corpus test macro F1 0.817 -> 0.842 and real components
-    # 0.679 -> 0.788, but test ja recall fell to 0.837 and real retail recall to 0.878.
+    # lets validation keep the transformer alone. Empty here (the smoke profile's tests compare
+    # backends with unblended logits); the default profile sets it (training/configs/default.toml).
     blend_weights: list[Annotated[float, Field(ge=0.0)]] = Field(default_factory=list)
     # The weights tried for Chinese and Japanese texts (`detect_lang` of the built text), each
     # with every `blend_weights` value; empty: one weight for every text. TF-IDF's word and

@@ -158,7 +158,7 @@ def test_a_per_language_weight_applies_to_the_texts_of_that_language(
 
 
 def test_a_run_without_blend_weights_writes_no_blend(smoke_run):
-    """The profiles leave `model.blend_weights` empty: no blend part, no choice recorded."""
+    """The smoke profile leaves `model.blend_weights` empty: no blend part, no choice recorded."""
     manifest = smoke_run.manifest
     assert manifest.blend is None and "blend.skops" not in manifest.files
     assert "blend" not in manifest.metrics["training"]
