@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, load_listings
+from common import ROOT, load_listings, mean_tokens
 from limits import int8_gemm_gops, minilm_flops
 from methods import naive_pipeline
 
@@ -42,11 +42,10 @@ def scorer_rate(model: Path, texts: list[str]) -> tuple[float, float]:
 
     predictor = Predictor.load(model)
     predictor.probabilities(texts[:32])
-    ids = predictor.backend.encode(texts)  # type: ignore[attr-defined]
-    mean_tokens = sum(len(i) for i in ids) / len(ids)
+    tokens = mean_tokens(predictor, texts)
     started = time.perf_counter()
     predictor.predict_texts(texts)
-    return len(texts) / (time.perf_counter() - started), mean_tokens
+    return len(texts) / (time.perf_counter() - started), tokens
 
 
 def make_catalog(path: Path, rows: int, listings: list[dict[str, str]]) -> Path:
@@ -125,12 +124,12 @@ def main() -> None:
     random.Random(3).shuffle(texts)
     sample = texts[:2000]
     naive = naive_rate(args.model, sample[: args.naive_items])
-    fast, mean_tokens = scorer_rate(args.model, sample)
+    fast, tokens = scorer_rate(args.model, sample)
     gops = int8_gemm_gops()
-    limit = gops * 1e9 / minilm_flops(mean_tokens)
+    limit = gops * 1e9 / minilm_flops(tokens)
     result = {
         "texts": len(sample),
-        "mean_tokens": round(mean_tokens, 1),
+        "mean_tokens": round(tokens, 1),
         "naive_items_per_s": round(naive, 1),
         "scorer_int8_items_per_s": round(fast, 1),
         "speedup_vs_naive": round(fast / naive, 2),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,6 +38,13 @@ def load_listings(limit: int | None = None) -> list[dict[str, str]]:
             if r["split"] == "test":
                 rows.append({k: r[k] for k in ("title", "description", "brand", "seller_category")})
     return rows[:limit] if limit else rows
+
+
+def mean_tokens(predictor: Any, texts: list[str]) -> float:
+    """Mean token count of `texts` as the model sees them (a blend's inputs are (text, ids))."""
+    backend = getattr(predictor.backend, "inner", predictor.backend)
+    ids = backend.encode(texts)
+    return sum(len(i) for i in ids) / max(len(ids), 1)
 
 
 def rss_mb(pid: int | None = None) -> dict[str, float]:

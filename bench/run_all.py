@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from common import ROOT
+from common import ROOT, mean_tokens
 from limits import fp32_gemm_gflops, int8_gemm_gops, minilm_flops
 from methods import METHODS, labelled_texts
 
@@ -157,9 +157,8 @@ def main() -> None:
     from serving.predictor import Predictor
 
     predictor = Predictor.load(model)
-    ids = predictor.backend.encode(texts)  # type: ignore[attr-defined]
-    mean_tokens = float(np.mean([len(i) for i in ids]))
-    flops = minilm_flops(mean_tokens)
+    tokens = mean_tokens(predictor, texts)
+    flops = minilm_flops(tokens)
     fp32 = fp32_gemm_gflops()
     int8 = int8_gemm_gops()
     limits = {"fp32": fp32 * 1e9 / flops, "int8": int8 * 1e9 / flops}
@@ -213,7 +212,7 @@ def main() -> None:
             **versions,
         },
         "texts": len(texts),
-        "mean_tokens": round(mean_tokens, 1),
+        "mean_tokens": round(tokens, 1),
         "gemm": {"fp32_gflops": round(fp32, 1), "int8_gops": round(int8, 1)},
         "limits_items_per_s": {k: round(v, 1) for k, v in limits.items()},
         "methods": rows,

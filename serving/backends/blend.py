@@ -58,6 +58,13 @@ class BlendBackend:
         # Counters and settings of the inner backend (rescored, threads, ...).
         return getattr(self.inner, attr)
 
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # Resetting a counter (`backend.rescored = 0`) resets the inner backend's.
+        if attr in ("inner", "part", "name"):
+            object.__setattr__(self, attr, value)
+        else:
+            setattr(self.inner, attr, value)
+
     def encode(self, texts: list[str]) -> list[tuple[str, Any]]:
         """Each text with the inner backend's input for it."""
         return list(zip(texts, self.inner.encode(texts), strict=True))

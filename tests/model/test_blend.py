@@ -86,6 +86,14 @@ def test_the_int8_guard_judges_the_blended_logits(blended, tfidf_model):
         write_manifest(blended, manifest)
 
 
+def test_counters_set_on_the_blend_are_the_inner_backends(blended):
+    """`backend.rescored = 0` (benchmarks, metrics) must reset the guard's own counter."""
+    predictor = Predictor.load(blended, backend="onnx-int8")
+    predictor.backend.rescored = 7
+    assert predictor.backend.inner.rescored == 7 and predictor.backend.rescored == 7
+    assert "rescored" not in vars(predictor.backend)
+
+
 def test_cascade_forwards_blended_logits(blended):
     cascade = Predictor.load(blended, backend="cascade")
     cascade.backend.stage = cascade.backend.stage.model_copy(update={"clear_below": 0.0})
