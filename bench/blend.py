@@ -34,11 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from serving.contract.decide import calibrate  # noqa: E402
 from serving.contract.taxonomy import load_taxonomy  # noqa: E402
+from serving.contract.text import detect_lang  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.evaluate import compute_metrics, detect_lang, load_labelled  # noqa: E402
+from training.evaluate import compute_metrics, load_labelled  # noqa: E402
 from training.paths import realworld_dir  # noqa: E402
 from training.pipeline import (  # noqa: E402
+    CJK,
     _calibrate_and_decide,
     _identity_manifest,
     _mean_average_precision,
@@ -104,7 +106,7 @@ def main() -> None:
             inner.logits(texts),
             baseline.run(baseline.prepare_texts(texts).inputs),
         )
-        cjk[name] = np.array([detect_lang(t) in ("zh", "ja") for t in texts])[:, None]
+        cjk[name] = np.array([detect_lang(t) in CJK for t in texts])[:, None]
     report: dict[str, Any] = {
         "model": str(args.model),
         "baseline": str(args.baseline),

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from serving.contract.decide import calibrate, with_review_budget  # noqa: E402
 from serving.contract.taxonomy import load_taxonomy  # noqa: E402
+from serving.contract.text import detect_lang  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.evaluate import compute_metrics, detect_lang, load_labelled  # noqa: E402
+from training.evaluate import compute_metrics, load_labelled  # noqa: E402
 from training.pipeline import (  # noqa: E402
     _calibrate_and_decide,
     _identity_manifest,

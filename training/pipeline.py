@@ -441,7 +441,7 @@ def _fit_blend(
     notes: dict[str, Any] = {
         "weight": weight,
         "val_mean_ap": {
-            (f"{w}" if w == c and not cfg.model.blend_weights_cjk else f"{w}/cjk {c}"): round(v, 4)
+            (f"{w}/cjk {c}" if cfg.model.blend_weights_cjk else f"{w}"): round(v, 4)
             for (w, c), v in by_pair.items()
         },
         "seconds": round(time.perf_counter() - started, 1),
