@@ -43,6 +43,9 @@ class ModelConfig(_Strict):
     # "cls": the base model's own classification head; "mean": masked mean of the last hidden
     # states into the classifier layer (how sentence encoders such as MiniLM and e5 were trained).
     pooling: Pooling = "cls"
+    # Chinese and Japanese characters that a WordPiece base tokenizer reads as [UNK] and that the
+    # training texts use at least this often become tokens of their own (training/vocab.py); 0: off.
+    extend_vocab_min_count: int = Field(default=0, ge=0)
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
     tfidf_max_features: int = Field(default=2**18, ge=1024)

@@ -325,6 +325,7 @@ def _package(
             train_items_per_second=round(result.items_per_second, 1),
             device=result.device,
             history=result.history,
+            added_tokens=result.added_tokens,
         )
         save_transformer(result.model, result.tokenizer, folder)
         reference_val = predict_logits(
@@ -736,7 +737,13 @@ def _flat_metrics(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, fl
         for k, v in m["any_label"].items():
             if isinstance(v, float | int) and v is not None:
                 flat[f"{key}.any_label_{k}"] = float(v)
-    for k in ("train_seconds", "train_items_per_second", "val.ece_before", "val.ece_after"):
+    for k in (
+        "train_seconds",
+        "train_items_per_second",
+        "added_tokens",
+        "val.ece_before",
+        "val.ece_after",
+    ):
         if isinstance(info.get(k), float | int):
             flat[k] = float(info[k])
     return flat

@@ -26,6 +26,7 @@ from serving.backends.pooling import check_poolable, classifier_logits
 from serving.contract.text import build_text
 from training.base_models import resolve_base_model, text_prefix
 from training.config import Config
+from training.vocab import extend_vocabulary
 
 log = logging.getLogger(__name__)
 _HTML_NOISE = ["<br>", "<br/>", "&amp;", "<p>", "</li><li>", "&nbsp;", "<b>", "&quot;"]
@@ -84,6 +85,11 @@ class TrainResult:
     seconds: float = 0.0
     items_per_second: float = 0.0
     device: str = "cpu"
+    added_tokens: int = 0
+
+
+def _fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k, "") for k in ("title", "description", "brand", "seller_category")}
 
 
 def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -191,6 +197,15 @@ def train_transformer(
     ).to(device)
     pooling = cfg.model.pooling
     check_poolable(model, pooling)
+    added = extend_vocabulary(
+        tokenizer,
+        model,
+        [build_text(**_fields(r), max_chars=cfg.model.max_chars).text for r in train_rows],
+        cfg.model.extend_vocab_min_count,
+        t.freeze_embeddings,
+    )
+    if added:
+        log.info("added %d Chinese/Japanese characters to the vocabulary", len(added))
 
     positives = y_train.sum(axis=0).astype(np.float64)
     negatives = len(y_train) - positives
@@ -218,7 +233,7 @@ def train_transformer(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     rng = random.Random(t.seed)
-    result = TrainResult(model=model, tokenizer=tokenizer, device=device)
+    result = TrainResult(model=model, tokenizer=tokenizer, device=device, added_tokens=len(added))
     best_score, best_state, bad_epochs = -1.0, None, 0
     started = time.perf_counter()
     seen_items = 0
@@ -241,14 +256,7 @@ def train_transformer(
             epoch_start = time.perf_counter()
             texts = [
                 build_text(
-                    **(
-                        augment_fields(r, rng)
-                        if rng.random() < t.augment_prob
-                        else {
-                            k: r.get(k, "")
-                            for k in ("title", "description", "brand", "seller_category")
-                        }
-                    ),
+                    **(augment_fields(r, rng) if rng.random() < t.augment_prob else _fields(r)),
                     max_chars=cfg.model.max_chars,
                 ).text
                 for r in train_rows

@@ -1,0 +1,104 @@
+"""Vocabulary extension for Chinese and Japanese characters (training/vocab.py), on the packaged
+MiniLM tokenizer and model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from serving.contract.errors import ConfigError
+from training.base_models import DEFAULT_BASE_MODEL, resolve_base_model
+from training.vocab import extend_vocabulary, unknown_characters
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TEXTS = ["多旋翼无人机 固定翼", "多旋翼 航模", "四轴飞行器 多旋翼", "Drone 翼展 1.2 m"]
+
+
+@pytest.fixture(scope="module")
+def base() -> str:
+    return resolve_base_model(DEFAULT_BASE_MODEL)
+
+
+def _model(base: str) -> torch.nn.Module:
+    return AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
+
+
+def test_unknown_characters_counts_only_unknown_ones(base: str) -> None:
+    tok = AutoTokenizer.from_pretrained(base)
+    assert tok.tokenize("翼") == [tok.unk_token]
+    assert tok.tokenize("定") != [tok.unk_token]  # in the English BERT vocabulary
+    unknown = {ch for ch in "多旋翼无人机" if tok.tokenize(ch) == [tok.unk_token]}
+    assert {"翼", "旋"} <= unknown
+    # 翼 appears 5 times, 多 and 旋 3 times, 无 人 机 once; Latin letters are never counted.
+    found = unknown_characters(tok, TEXTS, min_count=3)
+    assert found[0] == "翼"
+    assert set(found) == {"多", "旋", "翼"} & unknown
+    assert unknown_characters(tok, TEXTS, min_count=6) == []
+    assert "定" not in unknown_characters(tok, TEXTS * 5, min_count=1)
+
+
+def test_extension_gives_each_character_its_own_id_and_starts_from_unk(base: str) -> None:
+    tok = AutoTokenizer.from_pretrained(base)
+    model = _model(base)
+    before_rows = model.get_input_embeddings().weight.shape[0]
+    unk_row = model.get_input_embeddings().weight[tok.unk_token_id].detach().clone()
+    before_ids = tok("多旋翼")["input_ids"]
+    assert before_ids[1:-1] == [tok.unk_token_id] * 3
+
+    added = extend_vocabulary(tok, model, TEXTS, min_count=2, freeze_embeddings=False)
+
+    assert "翼" in added and "多" in added
+    ids = tok("多旋翼")["input_ids"][1:-1]
+    assert len(set(ids)) == 3 and tok.unk_token_id not in ids
+    weight = model.get_input_embeddings().weight
+    assert weight.shape[0] == before_rows + len(added) == len(tok)
+    new = weight[tok.convert_tokens_to_ids(added)].detach()
+    # Each new row is the [UNK] row plus small noise, and the rows differ from one another.
+    assert float((new - unk_row).abs().max()) < 0.2 * float(unk_row.abs().max())
+    assert not torch.equal(new[0], new[1])
+    # Latin text tokenizes as before.
+    assert (
+        tok("Drone wingspan 1.2 m")["input_ids"]
+        == AutoTokenizer.from_pretrained(base)("Drone wingspan 1.2 m")["input_ids"]
+    )
+
+
+def test_extension_survives_saving(base: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    folder = Path(str(tmp_path))
+    tok = AutoTokenizer.from_pretrained(base)
+    extend_vocabulary(tok, _model(base), TEXTS, min_count=2, freeze_embeddings=False)
+    tok.save_pretrained(folder)
+    # What serving/backends/onnx.py reads.
+    served = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for text in ("多旋翼 drone", "航模 翼展 12 m"):
+        assert served.encode(text).ids == tok(text)["input_ids"]
+
+
+def test_off_frozen_and_nothing_to_add(base: str) -> None:
+    tok = AutoTokenizer.from_pretrained(base)
+    model = _model(base)
+    assert extend_vocabulary(tok, model, TEXTS, min_count=0, freeze_embeddings=False) == []
+    assert extend_vocabulary(tok, model, ["plain English"], 1, freeze_embeddings=False) == []
+    assert len(tok) == model.get_input_embeddings().weight.shape[0]
+    with pytest.raises(ConfigError, match="freeze_embeddings"):
+        extend_vocabulary(tok, model, TEXTS, min_count=2, freeze_embeddings=True)
+
+
+def test_sentence_piece_tokenizers_are_left_alone(base: str) -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [("<unk>", 0.0), ("多", -1.0), ("翼", -1.0), ("a", -2.0)]
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(Unigram(vocab, 0)), unk_token="<unk>")
+    model = _model(base)
+    assert extend_vocabulary(tok, model, TEXTS, min_count=1, freeze_embeddings=False) == []
+    assert len(tok) == 4
