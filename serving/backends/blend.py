@@ -41,9 +41,16 @@ class BlendPart:
         self.blend = manifest.blend
         self.tfidf = TfidfBackend(folder, manifest, file=manifest.blend.model_file)
 
-    def offset(self, texts: list[str]) -> NDArray[np.float32]:
-        """What the TF-IDF part adds to the transformer's raw logits for these texts."""
-        return (blend_weights(self.blend, texts) * self.tfidf.run(texts)).astype(np.float32)
+    def offset(
+        self, texts: list[str], tfidf: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """What the TF-IDF part adds to the transformer's raw logits for these texts.
+
+        `tfidf`: the part's logits for these texts when the caller already has them (the cascade,
+        whose router computes the same columns).
+        """
+        columns = self.tfidf.run(texts) if tfidf is None else tfidf
+        return (blend_weights(self.blend, texts) * columns).astype(np.float32)
 
 
 class BlendBackend:

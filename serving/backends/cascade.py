@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from serving.backends.blend import BlendPart
 from serving.backends.onnx import OnnxBackend
 from serving.backends.static import StaticRouter
-from serving.backends.tfidf import TfidfBackend
+from serving.backends.tfidf import TfidfBackend, same_label_columns
 from serving.contract.artifact import Manifest
 from serving.contract.decide import is_insufficient, sigmoid
 from serving.contract.errors import ArtifactError
@@ -56,6 +56,12 @@ class CascadeBackend:
             folder, manifest, "model.int8.onnx", threads=threads, batch_size=batch_size
         )
         self.blend = BlendPart(folder, manifest) if manifest.blend is not None else None
+        # A blend's TF-IDF part is the router's label columns retrained on the same data: when
+        # they are the same model, forwarded items reuse the router's columns instead of running
+        # TF-IDF a second time (about 1 ms per item, a quarter of the int8 transformer's time).
+        self.shared_tfidf = self.blend is not None and same_label_columns(
+            self.first, self.blend.tfidf
+        )
         self.a1 = np.array([self.stage.a[lb] for lb in manifest.labels])
         self.b1 = np.array([self.stage.b[lb] for lb in manifest.labels])
         self.a2 = np.array([manifest.calibration.a[lb] for lb in manifest.labels])
@@ -70,6 +76,12 @@ class CascadeBackend:
         self, texts: list[str]
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
         """Which texts the first stage clears, its calibrated label probabilities, and its risk."""
+        cleared, p1, risk, _ = self._route(texts)
+        return cleared, p1, risk
+
+    def _route(
+        self, texts: list[str]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
         raw = self.first.raw(texts)
         n = len(self.manifest.labels)
         p1 = sigmoid(raw[:, :n] * self.a1 + self.b1)
@@ -86,7 +98,7 @@ class CascadeBackend:
             [is_insufficient(t, self.manifest.rules.min_words) for t in texts], dtype=bool
         )
         cleared = np.asarray((risk < self.stage.clear_below) & ~vague, dtype=bool)
-        return cleared, p1, risk
+        return cleared, p1, risk, raw
 
     def encode(self, texts: list[str]) -> list[str]:
         """The texts themselves: only the forwarded ones are tokenised, in `run`."""
@@ -100,7 +112,7 @@ class CascadeBackend:
         """Transformer logits for forwarded texts; first-stage probabilities as logits otherwise."""
         if not texts:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
-        cleared, p1, _ = self.route(texts)
+        cleared, p1, _, raw = self._route(texts)
         out = np.zeros((len(texts), len(self.manifest.labels)), dtype=np.float32)
         p = np.clip(np.minimum(p1[cleared], self.review_cap), 1e-7, 1 - 1e-7)
         out[cleared] = ((np.log(p / (1 - p)) - self.b2) / self.a2).astype(np.float32)
@@ -110,7 +122,10 @@ class CascadeBackend:
             if self.blend is None:
                 out[forward] = self.second.logits(sent)
             else:
-                offset = self.blend.offset(sent)
+                if self.shared_tfidf:
+                    offset = self.blend.offset(sent, tfidf=raw[forward, : out.shape[1]])
+                else:
+                    offset = self.blend.offset(sent)
                 out[forward] = self.second.run(self.second.encode(sent), offset=offset) + offset
         self.cleared += int(cleared.sum())
         self.forwarded += int(forward.size)

@@ -58,3 +58,39 @@ class TfidfBackend:
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
         """Decision-function values for built texts."""
         return self.run(texts)
+
+
+def same_label_columns(a: TfidfBackend, b: TfidfBackend) -> bool:
+    """Whether two loaded TF-IDF pipelines compute the same label columns (the first n).
+
+    True only when both are a FeatureUnion of (HashingVectorizer, TfidfTransformer) branches with
+    equal settings and equal idf_ weights, followed by a one-vs-rest classifier whose first n
+    estimators have equal coefficients: then every text gets the same n columns from both, and one
+    of them can stand in for the other. Any other shape answers False.
+    """
+    if a.n_labels != b.n_labels:
+        return False
+    try:
+        fa, fb = (x.pipeline.named_steps["features"] for x in (a, b))  # type: ignore[attr-defined]
+        branches_a, branches_b = fa.transformer_list, fb.transformer_list
+        if [n for n, _ in branches_a] != [n for n, _ in branches_b]:
+            return False
+        for (_, pa), (_, pb) in zip(branches_a, branches_b, strict=True):
+            if repr(pa.named_steps["hash"].get_params()) != repr(
+                pb.named_steps["hash"].get_params()
+            ):
+                return False
+            ta, tb = pa.named_steps["tfidf"], pb.named_steps["tfidf"]
+            if ta.get_params() != tb.get_params() or not np.array_equal(ta.idf_, tb.idf_):
+                return False
+        ea = a.pipeline.named_steps["classifier"].estimators_  # type: ignore[attr-defined]
+        eb = b.pipeline.named_steps["classifier"].estimators_  # type: ignore[attr-defined]
+        if len(ea) < a.n_labels or len(eb) < b.n_labels:
+            return False
+        return all(
+            np.array_equal(ea[j].coef_, eb[j].coef_)
+            and np.array_equal(ea[j].intercept_, eb[j].intercept_)
+            for j in range(a.n_labels)
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False

@@ -98,8 +98,33 @@ def test_cascade_forwards_blended_logits(blended):
     cascade = Predictor.load(blended, backend="cascade")
     cascade.backend.stage = cascade.backend.stage.model_copy(update={"clear_below": 0.0})
     int8 = Predictor.load(blended, backend="onnx-int8")
+    # The blend part is the smoke run's baseline, whose label columns the router shares.
+    assert cascade.backend.shared_tfidf
     got = cascade.backend.logits(TEXTS)
     np.testing.assert_allclose(got, int8.backend.logits(TEXTS), atol=1e-4)
+
+
+def test_cascade_runs_a_blend_part_that_differs_from_its_router(blended, tmp_path):
+    import skops.io
+
+    folder = tmp_path / "model"
+    shutil.copytree(blended, folder)
+    pipeline = load_skops(folder / "extra.skops")
+    first = pipeline.named_steps["classifier"].estimators_[0]
+    first.intercept_ = first.intercept_ + 0.5
+    skops.io.dump(pipeline, folder / "extra.skops")
+    write_manifest(folder, read_manifest(folder))  # checksums of the changed file
+    cascade = Predictor.load(folder, backend="cascade")
+    assert not cascade.backend.shared_tfidf
+    cascade.backend.stage = cascade.backend.stage.model_copy(update={"clear_below": 0.0})
+    int8 = Predictor.load(folder, backend="onnx-int8")
+    got = cascade.backend.logits(TEXTS)
+    np.testing.assert_allclose(got, int8.backend.logits(TEXTS), atol=1e-4)
+    # The changed intercept reaches the first label's column: the part was run, not reused.
+    shared = Predictor.load(blended, backend="cascade")
+    shared.backend.stage = shared.backend.stage.model_copy(update={"clear_below": 0.0})
+    delta = got - shared.backend.logits(TEXTS)
+    np.testing.assert_allclose(delta[:, 0], WEIGHT * 0.5, atol=1e-3)
 
 
 def test_a_blend_without_its_tfidf_file_is_refused(blended, tmp_path):
