@@ -76,6 +76,9 @@ class TrainConfig(_Strict):
     max_minutes: float = Field(default=18.0, gt=0.0)
     # Keep the word-embedding table fixed (large multilingual vocabularies train ~2.5x faster).
     freeze_embeddings: bool = False
+    # Learning rate of the token rows added by model.extend_vocab_min_count (they start from
+    # [UNK] and learn from nothing); None: the body's `lr`.
+    new_token_lr: float | None = Field(default=None, gt=0.0)
 
 
 class DecideConfig(_Strict):

@@ -23,10 +23,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends.pooling import check_poolable, classifier_logits
+from serving.contract.errors import ConfigError
 from serving.contract.text import build_text
 from training.base_models import resolve_base_model, text_prefix
 from training.config import Config
-from training.vocab import extend_vocabulary
+from training.vocab import extend_vocabulary, merge_embeddings, split_embeddings
 
 log = logging.getLogger(__name__)
 _HTML_NOISE = ["<br>", "<br/>", "&amp;", "<p>", "</li><li>", "&nbsp;", "<b>", "&quot;"]
@@ -206,6 +207,12 @@ def train_transformer(
     )
     if added:
         log.info("added %d Chinese/Japanese characters to the vocabulary", len(added))
+    extra = None
+    if added and t.new_token_lr is not None:
+        start = len(tokenizer) - len(added)
+        if tokenizer.convert_tokens_to_ids(added) != list(range(start, len(tokenizer))):
+            raise ConfigError("train.new_token_lr needs the added tokens at the end of the table")
+        extra = split_embeddings(model, start)
 
     positives = y_train.sum(axis=0).astype(np.float64)
     negatives = len(y_train) - positives
@@ -217,11 +224,14 @@ def train_transformer(
         model.get_input_embeddings().weight.requires_grad_(False)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     head = [p for n, p in trainable if "classifier" in n or "pooler" in n]
-    body = [p for n, p in trainable if not ("classifier" in n or "pooler" in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": body, "lr": t.lr}, {"params": head, "lr": t.head_lr}],
-        weight_decay=t.weight_decay,
-    )
+    body = [p for n, p in trainable if not ("classifier" in n or "pooler" in n) and p is not extra]
+    groups: list[dict[str, Any]] = [
+        {"params": body, "lr": t.lr},
+        {"params": head, "lr": t.head_lr},
+    ]
+    if extra is not None:
+        groups.append({"params": [extra], "lr": t.new_token_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / t.batch_size)
     total_steps = steps_per_epoch * t.epochs
     warmup = int(total_steps * t.warmup_ratio)
@@ -342,6 +352,7 @@ def train_transformer(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    merge_embeddings(model)
     model.to("cpu")
     result.seconds = time.perf_counter() - started
     result.items_per_second = seen_items / train_seconds if train_seconds else 0.0

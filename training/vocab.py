@@ -79,3 +79,47 @@ def extend_vocabulary(
         noise = torch.randn((len(chars), weight.shape[1]), generator=generator)
         weight[ids] = unk_row + noise.to(weight.dtype) * (NOISE * float(unk_row.std()))
     return chars
+
+
+def split_embeddings(model: Any, start: int) -> Any:
+    """Keep the input embeddings in two parameters while training: the base model's rows and the
+    rows from `start` on (the added tokens, which start from [UNK] and learn from nothing, so they
+    can take a larger learning rate than the pretrained body). Returns the added rows' parameter.
+    `merge_embeddings` puts the table back into one ordinary embedding before saving.
+    """
+    import torch
+
+    table = model.get_input_embeddings()
+
+    class SplitEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            weight = table.weight.detach()
+            self.base = torch.nn.Parameter(weight[:start].clone())
+            self.extra = torch.nn.Parameter(weight[start:].clone())
+            self.padding_idx = table.padding_idx
+
+        @property
+        def weight(self) -> torch.Tensor:
+            return torch.cat([self.base, self.extra])
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.embedding(ids, self.weight, self.padding_idx)
+
+    split = SplitEmbedding()
+    model.set_input_embeddings(split)
+    return split.extra
+
+
+def merge_embeddings(model: Any) -> None:
+    """Undo `split_embeddings` (nothing to do for an ordinary embedding table)."""
+    import torch
+
+    table = model.get_input_embeddings()
+    if not hasattr(table, "extra"):
+        return
+    weight = torch.cat([table.base.detach(), table.extra.detach()])
+    merged = torch.nn.Embedding.from_pretrained(  # type: ignore[no-untyped-call]
+        weight, freeze=False, padding_idx=table.padding_idx
+    )
+    model.set_input_embeddings(merged)

@@ -11,7 +11,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from serving.contract.errors import ConfigError
 from training.base_models import DEFAULT_BASE_MODEL, resolve_base_model
-from training.vocab import extend_vocabulary, unknown_characters
+from training.vocab import (
+    extend_vocabulary,
+    merge_embeddings,
+    split_embeddings,
+    unknown_characters,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -102,3 +107,31 @@ def test_sentence_piece_tokenizers_are_left_alone(base: str) -> None:
     model = _model(base)
     assert extend_vocabulary(tok, model, TEXTS, min_count=1, freeze_embeddings=False) == []
     assert len(tok) == 4
+
+
+def test_split_rows_train_apart_and_merge_back(base: str) -> None:
+    tok = AutoTokenizer.from_pretrained(base)
+    model = _model(base).eval()
+    added = extend_vocabulary(tok, model, TEXTS, min_count=2, freeze_embeddings=False)
+    batch = tok(["多旋翼 drone frame", "航模 翼展"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**batch).logits
+    start = len(tok) - len(added)
+    extra = split_embeddings(model, start)
+    assert extra.shape[0] == len(added)
+    out = model(**batch).logits
+    torch.testing.assert_close(out, before)
+    out.sum().backward()
+    # The added rows get gradients of their own (only the rows the batch used are non-zero).
+    assert extra.grad is not None and float(extra.grad.abs().sum()) > 0
+    used = tok.convert_tokens_to_ids(["翼"])[0] - start
+    assert float(extra.grad[used].abs().sum()) > 0
+    with torch.no_grad():
+        extra[used] += torch.linspace(-1.0, 1.0, extra.shape[1])  # LayerNorm undoes a constant
+        changed = model(**batch).logits
+    merge_embeddings(model)
+    table = model.get_input_embeddings()
+    assert isinstance(table, torch.nn.Embedding) and table.weight.shape[0] == len(tok)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, changed)
+    assert not torch.allclose(changed, before)
