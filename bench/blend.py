@@ -32,20 +32,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import labelled_sets  # noqa: E402
+
 from serving.contract.decide import calibrate  # noqa: E402
-from serving.contract.taxonomy import load_taxonomy  # noqa: E402
 from serving.contract.text import detect_lang  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
-from training.config import load_config  # noqa: E402
-from training.evaluate import compute_metrics, load_labelled  # noqa: E402
-from training.paths import realworld_dir  # noqa: E402
+from training.evaluate import compute_metrics  # noqa: E402
 from training.pipeline import (  # noqa: E402
     CJK,
     _calibrate_and_decide,
     _identity_manifest,
     _mean_average_precision,
-    _resolve,
-    load_data,
 )
 
 WEIGHTS = "0,0.5,1,1.5,2,inf"
@@ -77,22 +74,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    cfg = load_config(args.config, ["track.mlflow=false"])
-    taxonomy = load_taxonomy(_resolve(cfg.data.taxonomy))
-    splits, info = load_data(cfg, taxonomy)
+    cfg, taxonomy, splits, info, sets = labelled_sets(args.config)
     test = splits["test"]
-    sets: dict[str, tuple[list[str], Any]] = {
-        "val": (splits["val"].texts, splits["val"].y),
-        "test": (test.texts, test.y),
-    }
     langs = np.array(
         [str(r.get("lang") or detect_lang(t)) for r, t in zip(test.rows, test.texts, strict=True)]
     )
-    rw = realworld_dir()
-    if rw is not None:
-        for path in sorted(rw.glob("*.jsonl")):
-            got = load_labelled(path, taxonomy, max_chars=cfg.model.max_chars)
-            sets[f"realworld/{path.stem}"] = (got.texts, got.y)
     transformer = Predictor.load(args.model, backend="onnx")
     baseline = Predictor.load(args.baseline)
     # A blended artifact: study its transformer alone (the blend part is the baseline again).
@@ -111,7 +97,7 @@ def main() -> None:
         "model": str(args.model),
         "baseline": str(args.baseline),
         "corpus_hash": info["corpus_hash"],
-        "realworld": rw is not None,
+        "realworld": any(name.startswith("realworld/") for name in sets),
         "weights": {},
     }
     cjk_tokens = [c for c in args.cjk_weights.split(",") if c]

@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import labelled_sets  # noqa: E402
+
 from serving.contract.artifact import Manifest  # noqa: E402
 from serving.contract.decide import (  # noqa: E402
     calibrate,
@@ -40,14 +42,11 @@ from serving.contract.decide import (  # noqa: E402
     is_insufficient,
     thresholds_for_budget,
 )
-from serving.contract.taxonomy import load_taxonomy  # noqa: E402
 from serving.contract.text import detect_lang  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from training.calibrate import apply_calibration, fit_calibration  # noqa: E402
-from training.config import Config, load_config  # noqa: E402
-from training.evaluate import load_labelled  # noqa: E402
-from training.paths import realworld_dir  # noqa: E402
-from training.pipeline import CJK, _resolve, load_data  # noqa: E402
+from training.config import Config  # noqa: E402
+from training.pipeline import CJK  # noqa: E402
 from training.thresholds import review_search  # noqa: E402
 
 Arr = NDArray[Any]
@@ -88,16 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    cfg = load_config(args.config, ["track.mlflow=false"])
-    taxonomy = load_taxonomy(_resolve(cfg.data.taxonomy))
-    splits, _ = load_data(cfg, taxonomy)
-    sets: dict[str, tuple[list[str], Arr]] = {n: (splits[n].texts, splits[n].y) for n in splits}
-    sets.pop("train", None)
-    rw = realworld_dir()
-    if rw is not None:
-        for path in sorted(rw.glob("*.jsonl")):
-            got = load_labelled(path, taxonomy, max_chars=cfg.model.max_chars)
-            sets[f"realworld/{path.stem}"] = (got.texts, got.y)
+    cfg, _, _, _, sets = labelled_sets(args.config)
     predictor = Predictor.load(args.model, backend="onnx")
     backend: Any = predictor.backend
     if not hasattr(backend, "part"):

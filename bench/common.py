@@ -161,3 +161,30 @@ def stop_server(server: subprocess.Popen[bytes], grace_s: float = 30) -> None:
         server.wait()
     except ProcessLookupError:
         server.wait()
+
+
+def labelled_sets(
+    config: Path, names: tuple[str, ...] = ("val", "test")
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any], dict[str, tuple[list[str], Any]]]:
+    """What a quality study scores: (config with MLflow off, taxonomy, corpus splits, their info,
+    sets).
+
+    `sets` holds the built texts and 0/1 truth of the named corpus splits, then of every labelled
+    real-world file as "realworld/<stem>" when ../shared/realworld is present.
+    """
+    from serving.contract.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.evaluate import load_labelled
+    from training.paths import realworld_dir
+    from training.pipeline import _resolve, load_data
+
+    cfg = load_config(config, ["track.mlflow=false"])
+    taxonomy = load_taxonomy(_resolve(cfg.data.taxonomy))
+    splits, info = load_data(cfg, taxonomy)
+    sets: dict[str, tuple[list[str], Any]] = {n: (splits[n].texts, splits[n].y) for n in names}
+    realworld = realworld_dir()
+    if realworld is not None:
+        for path in sorted(realworld.glob("*.jsonl")):
+            got = load_labelled(path, taxonomy, max_chars=cfg.model.max_chars)
+            sets[f"realworld/{path.stem}"] = (got.texts, got.y)
+    return cfg, taxonomy, splits, info, sets
