@@ -143,6 +143,8 @@ class Config(_Strict):
     def _consistent(self) -> Config:
         if self.data.max_eval_rows is not None and self.data.max_train_rows is None:
             raise ValueError("data.max_eval_rows needs data.max_train_rows")
+        if self.train.new_token_lr is not None and self.model.extend_vocab_min_count == 0:
+            raise ValueError("train.new_token_lr needs model.extend_vocab_min_count > 0")
         return self
 
 

@@ -135,3 +135,15 @@ def test_split_rows_train_apart_and_merge_back(base: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, changed)
     assert not torch.allclose(changed, before)
+
+
+def test_new_token_lr_needs_the_extension() -> None:
+    from pathlib import Path
+
+    from training.config import load_config
+
+    smoke = Path(__file__).resolve().parents[2] / "training/configs/smoke.toml"
+    with pytest.raises(ConfigError, match="extend_vocab_min_count"):
+        load_config(smoke, ["train.new_token_lr=1e-3"])
+    cfg = load_config(smoke, ["train.new_token_lr=1e-3", "model.extend_vocab_min_count=2"])
+    assert cfg.train.new_token_lr == 1e-3
