@@ -46,6 +46,10 @@ class ModelConfig(_Strict):
     # Chinese and Japanese characters that a WordPiece base tokenizer reads as [UNK] and that the
     # training texts use at least this often become tokens of their own (training/vocab.py); 0: off.
     extend_vocab_min_count: int = Field(default=0, ge=0)
+    # Where the added characters' rows start: None, the [UNK] row; else a base-model alias, folder
+    # or id whose vocabulary holds them (e.g. "multilingual-e5-small"), its rows mapped into this
+    # model's embedding space (training/vocab.py `mapped_rows`).
+    extend_vocab_from: str | None = None
     # TF-IDF baseline
     tfidf_c: float = Field(default=8.0, gt=0.0)
     tfidf_max_features: int = Field(default=2**18, ge=1024)
@@ -145,6 +149,8 @@ class Config(_Strict):
             raise ValueError("data.max_eval_rows needs data.max_train_rows")
         if self.train.new_token_lr is not None and self.model.extend_vocab_min_count == 0:
             raise ValueError("train.new_token_lr needs model.extend_vocab_min_count > 0")
+        if self.model.extend_vocab_from is not None and self.model.extend_vocab_min_count == 0:
+            raise ValueError("model.extend_vocab_from needs model.extend_vocab_min_count > 0")
         return self
 
 

@@ -204,6 +204,9 @@ def train_transformer(
         [build_text(**_fields(r), max_chars=cfg.model.max_chars).text for r in train_rows],
         cfg.model.extend_vocab_min_count,
         t.freeze_embeddings,
+        init_from=(
+            resolve_base_model(cfg.model.extend_vocab_from) if cfg.model.extend_vocab_from else None
+        ),
     )
     if added:
         log.info("added %d Chinese/Japanese characters to the vocabulary", len(added))

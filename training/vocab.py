@@ -7,6 +7,15 @@ that the training texts use often enough as a token of its own (the standard `ad
 `resize_token_embeddings`) lets fine-tuning learn them. A new row starts as the [UNK] row plus a
 little noise, so before training the model reads these texts exactly as before.
 
+Or (`model.extend_vocab_from`) a new row starts where a multilingual model that knows the
+character puts it, carried into the base model's embedding space: a ridge regression from the
+source model's word embeddings to the base model's, fitted on the English words both
+vocabularies hold as single tokens (about 8,000 for MiniLM and multilingual-e5-small; 62 % of
+1,000 held-out words land nearest their own row), maps the source row of each new character. On
+MiniLM from e5 the mapped rows of 飞, 翼, 热, 钛 and 船 lie nearest "flying", "wing", "heat",
+"titanium" and "boats", so fine-tuning starts from a reading of the character rather than from
+[UNK].
+
 The tokenizer is saved with the artifact (tokenizer.json holds the added tokens), so every backend
 tokenizes alike with no change to serving. Sentence-piece vocabularies such as multilingual-e5's
 already cover these scripts and are left alone.
@@ -19,6 +28,9 @@ import re
 from collections import Counter
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from serving.contract.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,6 +40,9 @@ EAST_ASIAN = re.compile(
     r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002a6df]"
 )
 NOISE = 0.02  # std of the noise added to each new row, relative to the [UNK] row's std
+ANCHOR = re.compile(r"[a-z]{3,}")  # base-vocabulary words used to fit the map between tables
+RIDGE = 1.0
+MIN_ANCHORS = 500
 
 
 def unknown_characters(tokenizer: Any, texts: list[str], min_count: int) -> list[str]:
@@ -41,10 +56,88 @@ def unknown_characters(tokenizer: Any, texts: list[str], min_count: int) -> list
     return sorted(found, key=lambda ch: (-counts[ch], ch))
 
 
+def _source_ids(source_tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """The source tokenizer's ids per text, without special tokens or a bare word marker."""
+    bare = {source_tokenizer.convert_tokens_to_ids(m) for m in ("\u2581", "\u0120")}
+    bare.discard(source_tokenizer.unk_token_id)
+    encoded: list[list[int]] = source_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[i for i in ids if i not in bare] if len(ids) > 1 else ids for ids in encoded]
+
+
+def mapped_rows(
+    tokenizer: Any, table: NDArray[np.float32], chars: list[str], source: str
+) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    """Rows for `chars` in the base table `table`, mapped from the `source` model's embeddings.
+
+    Anchors are the base vocabulary's whole words of 3+ letters that the source tokenizer also
+    reads as one token. A ridge regression from centred source rows to centred base rows is fitted
+    on them, its outputs rescaled to the anchors' mean norm (a ridge fit shrinks them). A
+    character the source reads as unknown, or as several tokens, takes the mean of its pieces
+    (the [UNK] row when it has none).
+
+    Returns the rows and notes (source, anchors, held-out nearest-row accuracy, unknown count).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    src_tok = AutoTokenizer.from_pretrained(source)
+    src_table = AutoModel.from_pretrained(source).get_input_embeddings().weight.detach().numpy()
+    src_table = src_table.astype(np.float64)
+    base = table.astype(np.float64)
+    words = sorted(w for w in tokenizer.get_vocab() if ANCHOR.fullmatch(w))
+    pairs = []
+    for word, ids in zip(words, _source_ids(src_tok, words), strict=True):
+        if len(ids) == 1 and ids[0] != src_tok.unk_token_id:
+            pairs.append((tokenizer.convert_tokens_to_ids(word), ids[0]))
+    if len(pairs) < MIN_ANCHORS:
+        raise ConfigError(
+            f"model.extend_vocab_from={source!r}: only {len(pairs)} words are single tokens in "
+            f"both vocabularies ({MIN_ANCHORS} needed to map one embedding table onto the other)"
+        )
+    anchors = np.array(pairs)
+    x_mean, y_mean = src_table.mean(axis=0), base.mean(axis=0)
+    x = src_table[anchors[:, 1]] - x_mean
+    y = base[anchors[:, 0]] - y_mean
+    weights = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+    scale = float(np.linalg.norm(y, axis=1).mean() / np.linalg.norm(x @ weights, axis=1).mean())
+    # How well the map carries a word it was not fitted on: refit without every 8th anchor and
+    # ask whether each held-out word lands nearest its own base row (cosine, centred).
+    held = np.arange(len(anchors)) % 8 == 0
+    fit = np.linalg.solve(x[~held].T @ x[~held] + RIDGE * np.eye(x.shape[1]), x[~held].T @ y[~held])
+    pred = x[held] @ fit
+    rows = base - y_mean
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    nearest = np.argmax(pred @ rows.T, axis=1)
+    accuracy = float((nearest == anchors[held, 0]).mean())
+    out = np.empty((len(chars), base.shape[1]), dtype=np.float64)
+    unknown = 0
+    for k, pieces in enumerate(_source_ids(src_tok, chars)):
+        ids = [i for i in pieces if i != src_tok.unk_token_id]
+        if not ids:
+            unknown += 1
+            out[k] = base[tokenizer.unk_token_id]
+            continue
+        out[k] = y_mean + scale * ((src_table[ids].mean(axis=0) - x_mean) @ weights)
+    notes = {
+        "from": source,
+        "anchors": len(anchors),
+        "held_out_nearest": round(accuracy, 3),
+        "unknown_to_source": unknown,
+    }
+    return out.astype(table.dtype), notes
+
+
 def extend_vocabulary(
-    tokenizer: Any, model: Any, texts: list[str], min_count: int, freeze_embeddings: bool
+    tokenizer: Any,
+    model: Any,
+    texts: list[str],
+    min_count: int,
+    freeze_embeddings: bool,
+    init_from: str | None = None,
 ) -> list[str]:
     """Add the characters of `unknown_characters` as tokens; returns them (empty: nothing added).
+
+    `init_from`: a model folder or id whose vocabulary holds the characters; the new rows start
+    from its embeddings, mapped (`mapped_rows`); None: from the [UNK] row.
 
     Raises ConfigError when the embeddings are frozen: the new rows could not learn anything.
     """
@@ -77,7 +170,13 @@ def extend_vocabulary(
     with torch.no_grad():
         unk_row = weight[tokenizer.unk_token_id].detach().clone()
         noise = torch.randn((len(chars), weight.shape[1]), generator=generator)
-        weight[ids] = unk_row + noise.to(weight.dtype) * (NOISE * float(unk_row.std()))
+        start = unk_row.expand(len(chars), -1)
+        if init_from is not None:
+            base_rows = weight[: int(ids.min())].detach().cpu().numpy()
+            mapped, notes = mapped_rows(tokenizer, base_rows, chars, init_from)
+            start = torch.from_numpy(mapped).to(weight.device, weight.dtype)
+            log.info("new token rows mapped from %s: %s", init_from, notes)
+        weight[ids] = start + noise.to(weight.device, weight.dtype) * (NOISE * float(unk_row.std()))
     return chars
 
 

@@ -12,7 +12,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from serving.contract.errors import ConfigError
 from training.base_models import DEFAULT_BASE_MODEL, resolve_base_model
 from training.vocab import (
+    MIN_ANCHORS,
     extend_vocabulary,
+    mapped_rows,
     merge_embeddings,
     split_embeddings,
     unknown_characters,
@@ -147,3 +149,114 @@ def test_new_token_lr_needs_the_extension() -> None:
         load_config(smoke, ["train.new_token_lr=1e-3"])
     cfg = load_config(smoke, ["train.new_token_lr=1e-3", "model.extend_vocab_min_count=2"])
     assert cfg.train.new_token_lr == 1e-3
+
+
+def _source_model(base: str, folder: object, n_words: int, chars: dict[str, str]) -> str:
+    """A small BERT whose word rows are a fixed rotation of MiniLM's rows (plus noise) for
+    `n_words` English words, and whose row for each character of `chars` is the rotated row of the
+    English word it maps to: a source model that "knows" what 翼 means."""
+    import re
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = AutoTokenizer.from_pretrained(base)
+    table = _model(base).get_input_embeddings().weight.detach()
+    words = sorted(w for w in tok.get_vocab() if re.fullmatch(r"[a-z]{3,}", w))
+    words = sorted(set(words[:: max(1, len(words) // n_words)][:n_words]) | set(chars.values()))
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = special + words + list(chars)
+    out = Path(str(folder))
+    out.mkdir(parents=True, exist_ok=True)
+    wordpiece = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    wordpiece.normalizer = BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = BertPreTokenizer()
+    PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(out)
+    gen = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(table.shape[1], table.shape[1], generator=gen))
+    rows = [table[tok.convert_tokens_to_ids(w)] for w in words + list(chars.values())]
+    body = torch.stack(rows) @ rotation
+    body += 0.05 * body.std() * torch.randn(body.shape, generator=gen)
+    weight = torch.cat([0.01 * torch.randn(len(special), table.shape[1], generator=gen), body])
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=table.shape[1],
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=32,
+    )
+    model = BertModel(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(weight)
+    model.save_pretrained(out)
+    return str(out)
+
+
+def _nearest_word(tok: object, table: torch.Tensor, row: torch.Tensor) -> str:
+    centred = table - table.mean(dim=0)
+    sims = torch.nn.functional.normalize(centred, dim=1) @ (row - table.mean(dim=0))
+    return str(tok.convert_ids_to_tokens(int(sims.argmax())))  # type: ignore[attr-defined]
+
+
+def test_mapped_rows_carry_a_character_to_its_english_word(base: str, tmp_path: object) -> None:
+    meaning = {"翼": "wing", "热": "heat", "钛": "titanium"}
+    source = _source_model(base, f"{tmp_path}/src", 1200, meaning)
+    tok = AutoTokenizer.from_pretrained(base)
+    table = _model(base).get_input_embeddings().weight.detach()
+
+    rows, notes = mapped_rows(tok, table.numpy(), ["翼", "热", "钛", "船"], source)
+
+    assert notes["from"] == source and notes["anchors"] >= 1200
+    assert notes["held_out_nearest"] >= 0.9  # a rotation plus 5 % noise is easy to carry
+    assert notes["unknown_to_source"] == 1  # 船 is not in the source vocabulary
+    got = [_nearest_word(tok, table, torch.from_numpy(r)) for r in rows[:3]]
+    assert got == ["wing", "heat", "titanium"]
+    torch.testing.assert_close(torch.from_numpy(rows[3]), table[tok.unk_token_id])
+    # Rescaled to ordinary rows' size, not shrunk by the ridge fit.
+    centred = table - table.mean(dim=0)
+    mean_norm = float(centred.norm(dim=1).mean())
+    for r in rows[:3]:
+        assert (
+            0.5 * mean_norm
+            < float((torch.from_numpy(r) - table.mean(dim=0)).norm())
+            < 2 * mean_norm
+        )
+
+    # Through extend_vocabulary: the added rows start from the mapped ones.
+    model = _model(base)
+    added = extend_vocabulary(tok, model, ["翼 热 翼 热"], 2, False, init_from=source)
+    assert added == ["热", "翼"]
+    weight = model.get_input_embeddings().weight.detach()
+    assert (
+        _nearest_word(tok, weight[: len(tok) - 2], weight[tok.convert_tokens_to_ids("翼")])
+        == "wing"
+    )
+
+
+def test_mapped_rows_need_enough_shared_words(base: str, tmp_path: object) -> None:
+    source = _source_model(base, f"{tmp_path}/src", MIN_ANCHORS // 2, {"翼": "wing"})
+    tok = AutoTokenizer.from_pretrained(base)
+    table = _model(base).get_input_embeddings().weight.detach().numpy()
+    with pytest.raises(ConfigError, match="single tokens in both vocabularies"):
+        mapped_rows(tok, table, ["翼"], source)
+
+
+def test_extend_vocab_from_needs_the_extension() -> None:
+    from pathlib import Path
+
+    from training.config import load_config
+
+    smoke = Path(__file__).resolve().parents[2] / "training/configs/smoke.toml"
+    with pytest.raises(ConfigError, match="extend_vocab_from needs"):
+        load_config(smoke, ["model.extend_vocab_from='multilingual-e5-small'"])
