@@ -5,8 +5,9 @@ Three ways to run, chosen by graph:
 - fp32 (`model.onnx`): length-sorted, dynamically padded batches; one session using all threads.
 - static int8 (`model.int8.onnx` with manifest `int8.method == "static"`, issue 14): activation
   scales are constants, so an item's result does not depend on its batch (equal to one item per
-  run up to float rounding). Length-sorted batches of up to `POOLED_BATCH` items are spread over
-  `threads` one-thread sessions: batching without a thread barrier after every operator.
+  run up to float rounding). Length-sorted batches of up to `POOLED_BATCH` items, cut where the
+  lengths jump (`padding_aware_batches`), are spread over `threads` one-thread sessions: batching
+  without a thread barrier after every operator, and little padding even in a small API batch.
 - dynamic int8 (older artifacts, or when the static graph missed its agreement target): one
   item per run, items spread over `threads` sessions of one thread each. Dynamic quantisation
   picks one activation scale per tensor, so in a padded batch an item's result would depend on
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.backends.batching import length_sorted_batches, run_sorted
+from serving.backends.batching import padding_aware_batches, run_sorted
 from serving.contract.artifact import Manifest
 from serving.contract.decide import unstable_decisions
 from serving.contract.errors import ArtifactError
@@ -63,6 +64,11 @@ def model_feeds(rows: list[list[int]], input_names: set[str]) -> dict[str, Any]:
 
 
 POOLED_BATCH = 16  # items per run on a one-thread session; larger batches pad more
+# A run on a one-thread session costs about RUN_COST token steps plus one per padded token, and a
+# token costs more once a run holds over about POOLED_TOKENS padded tokens (measured on MiniLM
+# int8: 0.13 ms per token at 16 x 16, 0.21 ms at 16 x 128; bench/batching.py).
+POOLED_TOKENS = 512
+RUN_COST = 6
 
 
 class OnnxBackend:
@@ -169,7 +175,7 @@ class OnnxBackend:
         if len(ids) == 1:
             return self._run(ids, self.wide)
         size = max(1, min(POOLED_BATCH, -(-len(ids) // self.threads)))
-        batches = list(length_sorted_batches([len(i) for i in ids], size))
+        batches = padding_aware_batches([len(i) for i in ids], size, POOLED_TOKENS, RUN_COST)
         infer = lambda idx: self._run([ids[i] for i in idx])  # noqa: E731
         results = map(infer, batches) if self.pool is None else self.pool.map(infer, batches)
         out = np.zeros((len(ids), self.n_labels), dtype=np.float32)
