@@ -98,6 +98,9 @@ class DecideConfig(_Strict):
     review_budget: float | None = Field(default=None, gt=0.0)
     # No review threshold goes below this calibrated probability.
     review_floor: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # No label at or above this calibrated probability is cleared: the review band of every
+    # label starts here at least (1.0: off). Budgets never lift it.
+    review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
 class CascadeConfig(_Strict):
@@ -151,6 +154,8 @@ class Config(_Strict):
             raise ValueError("train.new_token_lr needs model.extend_vocab_min_count > 0")
         if self.model.extend_vocab_from is not None and self.model.extend_vocab_min_count == 0:
             raise ValueError("model.extend_vocab_from needs model.extend_vocab_min_count > 0")
+        if self.decide.review_ceiling <= self.decide.review_floor:
+            raise ValueError("decide.review_ceiling must be above decide.review_floor")
         return self
 
 

@@ -270,6 +270,7 @@ def _calibrate_and_decide(
         precision,
         caught_anyway=vague,
         review_floor=cfg.decide.review_floor,
+        review_ceiling=cfg.decide.review_ceiling,
     )
     budget = cfg.decide.review_budget
     thresholds = thresholds_for_budget(flag, path, budget or math.inf)

@@ -82,6 +82,7 @@ def review_search(
     flag_precision: float | dict[str, float] = 0.90,
     caught_anyway: NDArray[np.bool_] | None = None,
     review_floor: float = 0.0,
+    review_ceiling: float = 1.0,
 ) -> tuple[dict[str, float], ReviewPath]:
     """Flag thresholds and the whole greedy review-band search, with no budget.
 
@@ -94,6 +95,9 @@ def review_search(
             (labels it leaves out take the "*" entry, else 0.90).
         caught_anyway: items routed to review whatever their scores (insufficient detail).
         review_floor: no review threshold goes below this probability.
+        review_ceiling: no review threshold stays above this probability: the band starts here
+            for every label (a validation set the model separates well would otherwise leave a
+            label's band empty, and clear real items at 30 or 40 %).
 
     Returns:
         (label -> flag threshold, the review path: every step with its cost per gain).
@@ -108,7 +112,7 @@ def review_search(
     flag = np.array(
         [choose_flag_threshold(p[:, j], y[:, j], precisions[j]) for j in range(len(labels))]
     )
-    review = flag.copy()
+    review = np.minimum(flag, review_ceiling)
     positive: NDArray[np.bool_] = np.asarray(y.any(axis=1), dtype=bool)
     caught: NDArray[np.bool_] = np.asarray((p >= review).any(axis=1), dtype=bool)
     if caught_anyway is not None:
@@ -121,7 +125,12 @@ def review_search(
     def rate() -> float:
         return float(caught.mean()) if n else 0.0
 
-    path = ReviewPath(review_floor=review_floor, start_recall=recall(), start_review_rate=rate())
+    path = ReviewPath(
+        review_floor=review_floor,
+        review_ceiling=review_ceiling,
+        start_recall=recall(),
+        start_review_rate=rate(),
+    )
     while n_pos and recall() < target_recall:
         best: tuple[float, int, int, float] | None = None  # (cost per gain, -gain, label, t)
         for j in range(len(labels)):

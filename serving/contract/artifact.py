@@ -96,6 +96,9 @@ class ReviewPath(BaseModel):
     steps: list[ReviewStep] = Field(default_factory=list)
     budget: float | None = None
     review_floor: float = 0.0
+    # A label at or above this calibrated probability always goes to review at least, whatever
+    # the budget (1.0: no ceiling, as in artifacts from before it existed).
+    review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
     start_recall: float = 0.0
     start_review_rate: float = 0.0
 

@@ -199,8 +199,12 @@ def with_review_budget(manifest: Manifest, budget: float | None) -> Manifest:
 def thresholds_for_budget(
     flag: dict[str, float], path: ReviewPath, budget: float = math.inf
 ) -> dict[str, LabelThresholds]:
-    """Thresholds after the path's steps up to the first one costing more than `budget`."""
-    review = dict(flag)
+    """Thresholds after the path's steps up to the first one costing more than `budget`.
+
+    The band starts at the path's review ceiling (a label at or above it is never cleared), so
+    even the tightest budget keeps that rule.
+    """
+    review = {lb: min(f, path.review_ceiling) for lb, f in flag.items()}
     for step in path.steps:
         if step.cost_per_gain > budget:
             break

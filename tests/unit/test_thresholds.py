@@ -115,3 +115,52 @@ def test_flag_precision_per_label():
     y = np.stack([truth, truth], axis=1)
     flag, _ = review_search(p, y, ["a", "b"], 1.0, {"*": 0.9, "b": 0.7})
     assert flag == {"a": 0.85, "b": 0.8}  # b accepts 3 of 4 flags right
+
+
+def test_review_ceiling_starts_every_band_there() -> None:
+    # Too few items to flag at 90 % precision; without a ceiling, the item at 0.4 for a is cleared
+    # once the recall target is met.
+    p = np.array([[0.97, 0.0], [0.4, 0.0], [0.3, 0.0], [0.1, 0.0]])
+    y = np.array([[1, 0], [0, 0], [0, 0], [0, 0]])
+    flag, path = review_search(p, y, ["a", "b"], 0.97, 0.9)
+    assert thresholds_for_budget(flag, path)["a"].review == pytest.approx(0.97)
+    flag, path = review_search(p, y, ["a", "b"], 0.97, 0.9, review_ceiling=0.35)
+    assert path.review_ceiling == 0.35 and path.start_review_rate == 0.5
+    t = thresholds_for_budget(flag, path)
+    assert t["a"].review == 0.35 and t["a"].flag == flag["a"]
+    # Any budget, even the tightest, keeps the ceiling; a high ceiling changes nothing here.
+    assert thresholds_for_budget(flag, path, 0.0)["a"].review == 0.35
+    assert thresholds_for_budget(flag, path, 0.0)["b"].review == min(flag["b"], 0.35)
+    flag, path = review_search(p, y, ["a", "b"], 0.97, 0.9, review_ceiling=0.99)
+    assert thresholds_for_budget(flag, path)["a"].review == pytest.approx(0.97)
+
+
+def test_review_ceiling_counts_in_the_search() -> None:
+    # With the ceiling, items above it are caught from the start, so the search needs no step
+    # for them and starts from their recall.
+    _, plain = review_search(_P, _Y, ["a", "b"], 1.0, 0.9)
+    _, capped = review_search(_P, _Y, ["a", "b"], 1.0, 0.9, review_ceiling=0.5)
+    assert capped.start_recall >= plain.start_recall
+    assert all(s.review < 0.5 for s in capped.steps)
+    assert capped.steps[-1].recall == plain.steps[-1].recall
+
+
+def test_old_review_paths_have_no_ceiling() -> None:
+    from serving.contract.artifact import ReviewPath
+
+    path = ReviewPath.model_validate({"steps": [], "budget": None, "review_floor": 0.05})
+    assert path.review_ceiling == 1.0
+    assert thresholds_for_budget({"a": 0.9}, path)["a"].review == 0.9
+
+
+def test_review_ceiling_must_be_above_the_floor(root) -> None:
+    from serving.contract.errors import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match="review_ceiling"):
+        load_config(
+            root / "training/configs/smoke.toml",
+            ["decide.review_floor=0.3", "decide.review_ceiling=0.2"],
+        )
+    cfg = load_config(root / "training/configs/default.toml")
+    assert cfg.decide.review_ceiling == 0.2
