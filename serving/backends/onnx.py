@@ -66,7 +66,7 @@ def model_feeds(rows: list[list[int]], input_names: set[str]) -> dict[str, Any]:
 POOLED_BATCH = 16  # items per run on a one-thread session; larger batches pad more
 # A run on a one-thread session costs about RUN_COST token steps plus one per padded token, and a
 # token costs more once a run holds over about POOLED_TOKENS padded tokens (measured on MiniLM
-# int8: 0.13 ms per token at 16 x 16, 0.21 ms at 16 x 128; bench/batching.py).
+# int8, one quiet core: 97 us per token at 16 x 16, 120 us at 16 x 128; bench/batching.json).
 POOLED_TOKENS = 512
 RUN_COST = 6
 
