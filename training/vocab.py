@@ -64,6 +64,11 @@ def _source_ids(source_tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [[i for i in ids if i not in bare] if len(ids) > 1 else ids for ids in encoded]
 
 
+def _ridge(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Ridge regression weights (lambda RIDGE) from rows of `x` to rows of `y`."""
+    return np.asarray(np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y), np.float64)
+
+
 def mapped_rows(
     tokenizer: Any, table: NDArray[np.float32], chars: list[str], source: str
 ) -> tuple[NDArray[np.float32], dict[str, Any]]:
@@ -97,13 +102,12 @@ def mapped_rows(
     x_mean, y_mean = src_table.mean(axis=0), base.mean(axis=0)
     x = src_table[anchors[:, 1]] - x_mean
     y = base[anchors[:, 0]] - y_mean
-    weights = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
+    weights = _ridge(x, y)
     scale = float(np.linalg.norm(y, axis=1).mean() / np.linalg.norm(x @ weights, axis=1).mean())
     # How well the map carries a word it was not fitted on: refit without every 8th anchor and
     # ask whether each held-out word lands nearest its own base row (cosine, centred).
     held = np.arange(len(anchors)) % 8 == 0
-    fit = np.linalg.solve(x[~held].T @ x[~held] + RIDGE * np.eye(x.shape[1]), x[~held].T @ y[~held])
-    pred = x[held] @ fit
+    pred = x[held] @ _ridge(x[~held], y[~held])
     rows = base - y_mean
     rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     nearest = np.argmax(pred @ rows.T, axis=1)
