@@ -328,6 +328,8 @@ def _package(
             history=result.history,
             added_tokens=result.added_tokens,
         )
+        if result.vocab_mapping:
+            info["vocab_mapping"] = result.vocab_mapping
         save_transformer(result.model, result.tokenizer, folder)
         reference_val = predict_logits(
             result.model,
@@ -747,6 +749,9 @@ def _flat_metrics(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, fl
     ):
         if isinstance(info.get(k), float | int):
             flat[k] = float(info[k])
+    for k, v in info.get("vocab_mapping", {}).items():
+        if isinstance(v, float | int):
+            flat[f"vocab_mapping.{k}"] = float(v)
     return flat
 
 

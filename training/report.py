@@ -47,6 +47,22 @@ def evaluate_sets(
     return metrics, probs
 
 
+def vocabulary_line(info: dict[str, Any]) -> str:
+    """The report's sentence on the characters added to the vocabulary and where they started."""
+    line = f"Added {info['added_tokens']} Chinese/Japanese characters to the vocabulary"
+    vm = info.get("vocab_mapping")
+    if vm:
+        line += (
+            f"; their rows start from `{vm['from']}`, mapped by a ridge fit on "
+            f"{vm['anchors']} shared words (held-out nearest-word accuracy "
+            f"{vm['held_out_nearest']:.3f}; {vm['unknown_to_source']} unknown to it "
+            "start from [UNK])"
+        )
+    else:
+        line += "; their rows start from [UNK]"
+    return line + "."
+
+
 def write_report(
     report_dir: Path,
     main: Packaged,
@@ -76,6 +92,8 @@ def write_report(
             + f". Validation ECE before calibration {info['val.ece_before']:.4f}, "
             f"after {info['val.ece_after']:.4f}."
         )
+    if info.get("added_tokens"):
+        parts.append(vocabulary_line(info))
     if m.onnx_agreement:
         parts.append(f"int8 ONNX vs torch on validation: {json.dumps(m.onnx_agreement)}.")
     if m.int8_guard is not None:

@@ -87,6 +87,8 @@ class TrainResult:
     items_per_second: float = 0.0
     device: str = "cpu"
     added_tokens: int = 0
+    # `mapped_rows`' notes when the added rows started from another model's embeddings.
+    vocab_mapping: dict[str, Any] = field(default_factory=dict)
 
 
 def _fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +200,7 @@ def train_transformer(
     ).to(device)
     pooling = cfg.model.pooling
     check_poolable(model, pooling)
+    mapping: dict[str, Any] = {}
     added = extend_vocabulary(
         tokenizer,
         model,
@@ -207,6 +210,7 @@ def train_transformer(
         init_from=(
             resolve_base_model(cfg.model.extend_vocab_from) if cfg.model.extend_vocab_from else None
         ),
+        notes=mapping,
     )
     if added:
         log.info("added %d Chinese/Japanese characters to the vocabulary", len(added))
@@ -246,7 +250,13 @@ def train_transformer(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     rng = random.Random(t.seed)
-    result = TrainResult(model=model, tokenizer=tokenizer, device=device, added_tokens=len(added))
+    result = TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        added_tokens=len(added),
+        vocab_mapping=mapping,
+    )
     best_score, best_state, bad_epochs = -1.0, None, 0
     started = time.perf_counter()
     seen_items = 0

@@ -137,11 +137,14 @@ def extend_vocabulary(
     min_count: int,
     freeze_embeddings: bool,
     init_from: str | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> list[str]:
     """Add the characters of `unknown_characters` as tokens; returns them (empty: nothing added).
 
     `init_from`: a model folder or id whose vocabulary holds the characters; the new rows start
     from its embeddings, mapped (`mapped_rows`); None: from the [UNK] row.
+    `notes`: when given, receives `mapped_rows`' notes (source, anchors, held-out accuracy,
+    characters unknown to the source), for the run's parameters and report.
 
     Raises ConfigError when the embeddings are frozen: the new rows could not learn anything.
     """
@@ -177,9 +180,11 @@ def extend_vocabulary(
         start = unk_row.expand(len(chars), -1)
         if init_from is not None:
             base_rows = weight[: int(ids.min())].detach().cpu().numpy()
-            mapped, notes = mapped_rows(tokenizer, base_rows, chars, init_from)
+            mapped, mapping = mapped_rows(tokenizer, base_rows, chars, init_from)
             start = torch.from_numpy(mapped).to(weight.device, weight.dtype)
-            log.info("new token rows mapped from %s: %s", init_from, notes)
+            log.info("new token rows mapped from %s: %s", init_from, mapping)
+            if notes is not None:
+                notes.update(mapping)
         weight[ids] = start + noise.to(weight.device, weight.dtype) * (NOISE * float(unk_row.std()))
     return chars
 

@@ -164,3 +164,49 @@ def test_review_ceiling_must_be_above_the_floor(root) -> None:
         )
     cfg = load_config(root / "training/configs/default.toml")
     assert cfg.decide.review_ceiling == 0.2
+
+
+def test_training_takes_the_ceiling_from_its_config(root) -> None:
+    # The config's decide.review_ceiling reaches the packaged thresholds and review path
+    # (training/pipeline.py `_calibrate_and_decide`), for every budget.
+    from serving.contract.artifact import Calibration, DecisionRules, LabelThresholds, Manifest
+    from training.config import load_config
+    from training.pipeline import Split, _calibrate_and_decide
+
+    labels = ["a", "b"]
+    manifest = Manifest(
+        format_version=1,
+        name="t",
+        version="1",
+        kind="transformer",
+        labels=labels,
+        taxonomy_version="t",
+        calibration=Calibration(a={lb: 1.0 for lb in labels}, b={lb: 0.0 for lb in labels}),
+        thresholds={lb: LabelThresholds(flag=0.5, review=0.5) for lb in labels},
+        rules=DecisionRules(),
+        base_model="t",
+        corpus_hash="t",
+        git_revision="t",
+        created_at="t",
+    )
+    rng = np.random.default_rng(5)
+    y = (rng.random((400, 2)) < 0.3).astype(np.int64)
+    # Well separated: the recall search alone would leave both review thresholds high.
+    logits = np.where(y == 1, rng.normal(4.0, 0.5, y.shape), rng.normal(-4.0, 0.5, y.shape))
+    val = Split(rows=[{}] * len(y), texts=["a listing of several words"] * len(y), y=y)
+
+    def decided(*overrides: str) -> Manifest:
+        cfg = load_config(root / "training/configs/smoke.toml", list(overrides))
+        out, _ = _calibrate_and_decide(cfg, manifest, logits.astype(np.float32), val)
+        return out
+
+    plain = decided("decide.review_floor=0.01")
+    assert plain.review_path is not None and plain.review_path.review_ceiling == 1.0
+    assert all(t.review > 0.2 for t in plain.thresholds.values())
+    capped = decided("decide.review_floor=0.01", "decide.review_ceiling=0.2")
+    assert capped.review_path is not None and capped.review_path.review_ceiling == 0.2
+    assert all(t.review <= 0.2 for t in capped.thresholds.values())
+    tight = decided(
+        "decide.review_floor=0.01", "decide.review_ceiling=0.2", "decide.review_budget=0.01"
+    )
+    assert all(t.review <= 0.2 for t in tight.thresholds.values())

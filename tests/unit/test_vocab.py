@@ -235,8 +235,14 @@ def test_mapped_rows_carry_a_character_to_its_english_word(base: str, tmp_path: 
 
     # Through extend_vocabulary: the added rows start from the mapped ones.
     model = _model(base)
-    added = extend_vocabulary(tok, model, ["翼 热 翼 热"], 2, False, init_from=source)
+    through: dict[str, object] = {}
+    added = extend_vocabulary(
+        tok, model, ["翼 热 翼 热"], 2, False, init_from=source, notes=through
+    )
     assert added == ["热", "翼"]
+    # The notes reach the caller (the run's parameters and report), not only the log.
+    assert through["from"] == source and through["unknown_to_source"] == 0
+    assert through["anchors"] == notes["anchors"]
     weight = model.get_input_embeddings().weight.detach()
     assert (
         _nearest_word(tok, weight[: len(tok) - 2], weight[tok.convert_tokens_to_ids("翼")])
@@ -260,3 +266,28 @@ def test_extend_vocab_from_needs_the_extension() -> None:
     smoke = Path(__file__).resolve().parents[2] / "training/configs/smoke.toml"
     with pytest.raises(ConfigError, match="extend_vocab_from needs"):
         load_config(smoke, ["model.extend_vocab_from='multilingual-e5-small'"])
+
+
+def test_mapping_notes_reach_the_run_parameters() -> None:
+    from training.pipeline import _flat_metrics
+    from training.report import vocabulary_line
+
+    info = {
+        "added_tokens": 412,
+        "vocab_mapping": {
+            "from": "/cache/e5",
+            "anchors": 5445,
+            "held_out_nearest": 0.772,
+            "unknown_to_source": 3,
+        },
+    }
+    flat = _flat_metrics({}, info)
+    assert flat["added_tokens"] == 412.0
+    assert flat["vocab_mapping.anchors"] == 5445.0
+    assert flat["vocab_mapping.held_out_nearest"] == 0.772
+    assert flat["vocab_mapping.unknown_to_source"] == 3.0
+    assert "vocab_mapping.from" not in flat
+    line = vocabulary_line(info)
+    assert "Added 412 Chinese/Japanese" in line and "`/cache/e5`" in line
+    assert "5445 shared words" in line and "0.772" in line and "3 unknown" in line
+    assert vocabulary_line({"added_tokens": 9}).endswith("start from [UNK].")
