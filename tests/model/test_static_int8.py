@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from serving.backends import load_backend
+from serving.backends.onnx import POOLED_BATCH
 from serving.contract.artifact import read_manifest, verify_artifact, write_manifest
 from serving.contract.decide import calibrate, decision_codes
 from training import export
@@ -92,6 +93,39 @@ def test_batched_static_int8_equals_one_item_per_run(smoke_model, smoke_splits, 
         batched = backend.run(ids)  # type: ignore[attr-defined]
         single = np.vstack([backend.run([i]) for i in ids])  # type: ignore[attr-defined]
         np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+def test_pooled_runs_are_cut_where_the_lengths_jump(smoke_model, smoke_splits, tmp_path):
+    # An API micro-batch mixes titles and long descriptions; fixed runs of 16 would pad the
+    # titles to the descriptions' length. The backend cuts them apart (padding_aware_batches).
+    cfg, splits = smoke_splits
+    folder, notes = _static_copy(smoke_model, tmp_path, cfg, splits)
+    manifest = _choose(folder, notes, cfg, splits)
+    backend = load_backend(folder, manifest, "onnx-int8-fast", threads=1)
+    assert backend.pooled  # type: ignore[attr-defined]
+    titles = backend.encode([r["title"] for r in splits["val"].rows])  # type: ignore[attr-defined]
+    texts = backend.encode(splits["val"].texts)  # type: ignore[attr-defined]
+    short = [i for i in titles if len(i) <= 12][:10]
+    long = [i for i in texts if len(i) >= 40][:6]
+    assert len(short) == 10 and len(long) == 6
+    mixed = [row for pair in zip(short, long, strict=False) for row in pair] + short[6:]
+    runs: list[list[int]] = []
+    real_run = backend._run  # type: ignore[attr-defined]
+
+    def recording(rows, session=None):
+        runs.append([len(r) for r in rows])
+        return real_run(rows, session)
+
+    backend._run = recording  # type: ignore[attr-defined]
+    out = backend.run(mixed)  # type: ignore[attr-defined]
+    padded = sum(max(r) * len(r) for r in runs)
+    real = sum(len(i) for i in mixed)
+    assert sorted(n for r in runs for n in r) == sorted(len(i) for i in mixed)
+    assert all(len(r) <= POOLED_BATCH for r in runs)
+    # No run holds both a title and a description.
+    assert all(max(r) <= 12 or min(r) >= 40 for r in runs)
+    assert padded <= 1.3 * real < 16 * max(len(i) for i in mixed)
+    np.testing.assert_allclose(out, np.vstack([real_run([i]) for i in mixed]), atol=1e-4)
 
 
 def test_low_agreement_falls_back_to_the_dynamic_graph(
