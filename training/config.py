@@ -101,6 +101,9 @@ class DecideConfig(_Strict):
     # No label at or above this calibrated probability is cleared: the review band of every
     # label starts here at least (1.0: off). Budgets never lift it.
     review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
+    # The int8 guard's margin is the smallest at which guarded int8 decisions agree with fp32's
+    # on this share of validation items (estimated from the int8 errors and seen on the items).
+    int8_agreement: float = Field(default=0.998, ge=0.9, le=1.0)
 
 
 class CascadeConfig(_Strict):

@@ -535,7 +535,9 @@ def _choose_int8(
         trial = manifest.model_copy(update={"int8": graph})
         # Unguarded: the guard is what these logits choose.
         trial, notes = _fit_decisions(cfg, trial, folder, "onnx-int8-fast", splits, reference_val)
-        guard = choose_int8_guard(fp32_val, notes.pop("val_logits"), texts, trial)
+        guard = choose_int8_guard(
+            fp32_val, notes.pop("val_logits"), texts, trial, cfg.decide.int8_agreement
+        )
         candidates[method] = {**guard.validation, "margin": guard.margin}
         if method == "static" and guard.validation["agreement"] < MIN_INT8_AGREEMENT:
             fallback = (
@@ -550,7 +552,9 @@ def _choose_int8(
             dynamic_val = dynamic.logits(texts)
             if trial.blend is not None:
                 dynamic_val = dynamic_val + BlendPart(folder, trial).offset(texts)
-            other = choose_int8_guard(fp32_val, dynamic_val, texts, trial)
+            other = choose_int8_guard(
+                fp32_val, dynamic_val, texts, trial, cfg.decide.int8_agreement
+            )
             candidates["dynamic"] = {**other.validation, "margin": other.margin}
         record = {
             "agreement": guard.validation["agreement"],

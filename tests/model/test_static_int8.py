@@ -128,6 +128,24 @@ def test_pooled_runs_are_cut_where_the_lengths_jump(smoke_model, smoke_splits, t
     np.testing.assert_allclose(out, np.vstack([real_run([i]) for i in mixed]), atol=1e-4)
 
 
+def test_the_guard_target_comes_from_the_config(smoke_model, smoke_splits, tmp_path, root):
+    cfg, splits = smoke_splits
+    strict_folder, notes = _static_copy(smoke_model, tmp_path / "strict", cfg, splits)
+    strict = _choose(strict_folder, notes, cfg, splits)
+    loose_cfg = load_config(root / "training/configs/smoke.toml", ["decide.int8_agreement=0.97"])
+    loose_folder, notes = _static_copy(smoke_model, tmp_path / "loose", loose_cfg, splits)
+    loose = _choose(loose_folder, notes, loose_cfg, splits)
+    assert strict.int8_guard is not None and loose.int8_guard is not None
+    assert strict.int8_guard.target_agreement == cfg.decide.int8_agreement
+    assert loose.int8_guard.target_agreement == 0.97
+    assert loose.int8_guard.validation["agreement"] >= 0.97
+    assert loose.int8_guard.margin < strict.int8_guard.margin
+    assert (
+        loose.int8_guard.validation["rescored_share"]
+        < strict.int8_guard.validation["rescored_share"]
+    )
+
+
 def test_low_agreement_falls_back_to_the_dynamic_graph(
     smoke_model, smoke_splits, tmp_path, monkeypatch
 ):
