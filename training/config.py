@@ -103,7 +103,10 @@ class DecideConfig(_Strict):
     review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
     # The int8 guard's margin is the smallest at which guarded int8 decisions agree with fp32's
     # on this share of validation items (estimated from the int8 errors and seen on the items).
-    int8_agreement: float = Field(default=0.998, ge=0.9, le=1.0)
+    # 0.997 lets 2 of about 1,000 validation items differ: at 0.998 (1 of 1,000) one item with
+    # a large int8 error took the margin from 0.35 to 0.77 and the re-scored share from 5.5 % to
+    # 12.1 % of items (session 13, seed-13 model; expected agreement 0.9994 against 0.9999).
+    int8_agreement: float = Field(default=0.997, ge=0.9, le=1.0)
 
 
 class CascadeConfig(_Strict):
