@@ -166,6 +166,9 @@ class Config(_Strict):
 
 
 def _parse_value(text: str) -> Any:
+    """TOML value, else the bare text; bare `none` unsets an optional setting (None)."""
+    if text.lower() == "none":
+        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

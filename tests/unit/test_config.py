@@ -58,3 +58,22 @@ def test_bad_toml_file(tmp_path):
     path.write_text("[train\nepochs=")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(path)
+
+
+def test_bare_none_unsets_an_optional_setting(root):
+    # The default profile extends the vocabulary; MiniLM alone needs all three settings off.
+    default = root / "training/configs/default.toml"
+    with pytest.raises(ConfigError, match="new_token_lr needs"):
+        load_config(default, ["model.extend_vocab_min_count=0"])
+    cfg = load_config(
+        default,
+        [
+            "model.extend_vocab_min_count=0",
+            "train.new_token_lr=none",
+            "model.extend_vocab_from=None",
+        ],
+    )
+    assert cfg.train.new_token_lr is None and cfg.model.extend_vocab_from is None
+    assert load_config(default, ["model.base_model='none'"]).model.base_model == "none"
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(default, ["train.epochs=none"])
