@@ -2,35 +2,16 @@
 
 import numpy as np
 
-from serving.contract.artifact import (
-    Calibration,
-    DecisionRules,
-    LabelThresholds,
-    Manifest,
-)
+from serving.contract.artifact import Manifest
 from serving.contract.decide import calibrate, decision_codes, unstable_decisions
+from tests.manifests import identity_manifest
 from training.export import choose_int8_guard
 
 LABELS = ["uav", "marine"]
 
 
 def _manifest() -> Manifest:
-    # Identity calibration, so calibrated logits are the raw logits.
-    return Manifest(
-        format_version=1,
-        name="t",
-        version="1",
-        kind="transformer",
-        labels=LABELS,
-        taxonomy_version="t",
-        calibration=Calibration(a={lb: 1.0 for lb in LABELS}, b={lb: 0.0 for lb in LABELS}),
-        thresholds={lb: LabelThresholds(flag=0.5, review=0.1) for lb in LABELS},
-        rules=DecisionRules(),
-        base_model="t",
-        corpus_hash="t",
-        git_revision="t",
-        created_at="t",
-    )
+    return identity_manifest(LABELS)
 
 
 LOGIT_REVIEW = float(np.log(0.1 / 0.9))  # -2.197

@@ -169,26 +169,13 @@ def test_review_ceiling_must_be_above_the_floor(root) -> None:
 def test_training_takes_the_ceiling_from_its_config(root) -> None:
     # The config's decide.review_ceiling reaches the packaged thresholds and review path
     # (training/pipeline.py `_calibrate_and_decide`), for every budget.
-    from serving.contract.artifact import Calibration, DecisionRules, LabelThresholds, Manifest
+    from serving.contract.artifact import Manifest
+    from tests.manifests import identity_manifest
     from training.config import load_config
     from training.pipeline import Split, _calibrate_and_decide
 
     labels = ["a", "b"]
-    manifest = Manifest(
-        format_version=1,
-        name="t",
-        version="1",
-        kind="transformer",
-        labels=labels,
-        taxonomy_version="t",
-        calibration=Calibration(a={lb: 1.0 for lb in labels}, b={lb: 0.0 for lb in labels}),
-        thresholds={lb: LabelThresholds(flag=0.5, review=0.5) for lb in labels},
-        rules=DecisionRules(),
-        base_model="t",
-        corpus_hash="t",
-        git_revision="t",
-        created_at="t",
-    )
+    manifest = identity_manifest(labels, flag=0.5, review=0.5)
     rng = np.random.default_rng(5)
     y = (rng.random((400, 2)) < 0.3).astype(np.int64)
     # Well separated: the recall search alone would leave both review thresholds high.
