@@ -335,7 +335,7 @@ def choose_int8_guard(
     int8_logits: NDArray[np.floating],
     texts: list[str],
     manifest: Any,
-    target_agreement: float = 0.998,
+    target_agreement: float,
 ) -> Any:
     """The smallest guard margin whose decision agreement with fp32 reaches the target, both as
     estimated below and as seen on the validation items themselves.

@@ -63,3 +63,21 @@ def test_added_tokens_train_and_the_table_is_merged_for_saving(root, taxonomy) -
     # With their own learning rate the added rows move far more in the same 4 steps (both runs
     # start from the same rows: [UNK] plus the same seeded noise, about 0.006 away).
     assert _moved(fast) > _moved(slow) + 0.01
+    assert slow.vocab_mapping == {}  # [UNK] start: nothing mapped
+
+
+def test_a_mapped_start_reports_its_fit(root, taxonomy, tmp_path) -> None:
+    # The notes of the ridge map reach the training result (then MLflow and the report).
+    from tests.unit.test_vocab import _source_model
+    from training.base_models import DEFAULT_BASE_MODEL, resolve_base_model
+    from training.vocab import MIN_ANCHORS
+
+    source = _source_model(
+        resolve_base_model(DEFAULT_BASE_MODEL), tmp_path / "src", 1200, {"翼": "wing"}
+    )
+    result = _train(root, taxonomy, f"model.extend_vocab_from='{source}'")
+    assert result.added_tokens > 50
+    assert result.vocab_mapping["from"] == source
+    assert result.vocab_mapping["anchors"] >= MIN_ANCHORS
+    # The small source knows 翼 only: every other added character starts from [UNK].
+    assert result.vocab_mapping["unknown_to_source"] == result.added_tokens - 1

@@ -53,9 +53,9 @@ def test_margin_grows_with_the_int8_error_and_meets_its_target_on_validation():
     m = _manifest()
     fp32 = rng.normal(-2.0, 2.0, size=(3000, 2))
     texts = ["a listing with plenty of words in it"] * len(fp32)
-    small = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.02, fp32.shape), texts, m)
-    large = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.2, fp32.shape), texts, m)
-    exact = choose_int8_guard(fp32, fp32.copy(), texts, m)
+    small = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.02, fp32.shape), texts, m, 0.998)
+    large = choose_int8_guard(fp32, fp32 + rng.normal(0, 0.2, fp32.shape), texts, m, 0.998)
+    exact = choose_int8_guard(fp32, fp32.copy(), texts, m, 0.998)
     assert exact.margin == 0.0 and exact.validation["rescored_share"] == 0.0
     assert 0.0 < small.margin < large.margin
     assert large.validation["rescored_share"] > small.validation["rescored_share"]
@@ -76,7 +76,7 @@ def test_margin_meets_the_target_on_validation_when_the_estimate_would_miss():
     int8 = fp32.copy()
     int8[:60, 0] = -fp32[:60, 0]  # each near item's uav logit crosses the flag threshold
     texts = ["a listing with plenty of words in it"] * len(fp32)
-    guard = choose_int8_guard(fp32, int8, texts, m)
+    guard = choose_int8_guard(fp32, int8, texts, m, 0.998)
     assert guard.validation["unguarded_agreement"] == 0.994
     assert guard.validation["expected_agreement"] >= 0.998
     assert guard.validation["agreement"] >= 0.998
