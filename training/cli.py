@@ -69,9 +69,20 @@ def data_build(
 
 
 @data_app.command("validate")
-def data_validate(corpus: CorpusOpt = None, taxonomy: TaxonomyOpt = None) -> None:
-    """Fail on schema errors, unknown labels, duplicate ids, empty texts and split leakage."""
-    from training.corpus import read_jsonl, validate_corpus
+def data_validate(
+    corpus: CorpusOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder of evaluation-only JSONL files the corpus must not copy "
+            "(default: ../shared/realworld when present)"
+        ),
+    ] = None,
+) -> None:
+    """Fail on schema errors, unknown labels, duplicate ids, empty texts, split leakage and
+    near-copies of the evaluation-only real-world files."""
+    from training.corpus import holdout_overlap, read_jsonl, validate_corpus
 
     tax = load_taxonomy(taxonomy or paths.default_taxonomy())
     path = corpus or paths.default_corpus()
@@ -81,6 +92,11 @@ def data_validate(corpus: CorpusOpt = None, taxonomy: TaxonomyOpt = None) -> Non
         console.print(f"[red]cannot read {path}: {exc}")
         raise typer.Exit(1) from None
     problems = validate_corpus(rows, tax)
+    held_dir = holdout or paths.realworld_dir()
+    if held_dir is not None:
+        held = {p.name: read_jsonl(p) for p in sorted(Path(held_dir).glob("*.jsonl"))}
+        problems += holdout_overlap(rows, held)
+        console.print(f"checked against the evaluation-only files in {held_dir}")
     if problems:
         for p in problems[:200]:
             console.print(f"[red]{p.kind}[/red]: {p.message}", markup=True, highlight=False)

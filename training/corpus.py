@@ -440,6 +440,29 @@ def validate_corpus(rows: list[dict[str, Any]], taxonomy: Taxonomy) -> list[Prob
     return problems
 
 
+def holdout_overlap(
+    rows: list[dict[str, Any]], holdout: dict[str, list[dict[str, Any]]]
+) -> list[Problem]:
+    """Corpus rows that are near-duplicates of an evaluation-only file's rows ("holdout_near").
+
+    The real-world files must never reach the corpus, copied or paraphrased; this catches a copy
+    (the same character 3-5-gram cosine as the split-leakage check), not a paraphrase.
+    """
+    problems: list[Problem] = []
+    texts = [text_of(r) for r in rows]
+    for name, held in holdout.items():
+        held_texts = [text_of(r) for r in held]
+        for i, j, sim in near_duplicate_pairs(texts, held_texts):
+            problems.append(
+                Problem(
+                    "holdout_near",
+                    f"corpus row {rows[i].get('id')} ~ {name} row {held[j].get('id')} "
+                    f"(cosine {sim:.2f}): evaluation text must not reach the corpus",
+                )
+            )
+    return problems
+
+
 # ---------------------------------------------------------------- statistics
 
 

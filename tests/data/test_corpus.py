@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-from training.corpus import build_corpus, corpus_stats, read_jsonl, validate_corpus
+from training import paths
+from training.corpus import (
+    build_corpus,
+    corpus_stats,
+    holdout_overlap,
+    read_jsonl,
+    validate_corpus,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +26,15 @@ def rows(root):
 
 def test_committed_corpus_validates(rows, taxonomy):
     problems = validate_corpus(rows, taxonomy)
+    assert problems == [], [p.message for p in problems[:10]]
+
+
+def test_committed_corpus_copies_no_evaluation_only_row(rows):
+    held_dir = paths.realworld_dir()
+    if held_dir is None:
+        pytest.skip("no ../shared/realworld here")
+    held = {p.name: read_jsonl(p) for p in sorted(held_dir.glob("*.jsonl"))}
+    problems = holdout_overlap(rows, held)
     assert problems == [], [p.message for p in problems[:10]]
 
 
@@ -103,3 +119,31 @@ def test_cli_validate_fails_on_a_leaky_file_and_stats_json(root, rows, tmp_path)
     assert stats.returncode == 0
     parsed = json.loads(stats.stdout)
     assert parsed["rows"] == len(rows) and "hard_negative_share_of_negatives" in parsed
+
+
+def test_cli_validate_fails_on_a_copy_of_an_evaluation_only_row(root, rows, tmp_path):
+    data = _clean(rows[:40])
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in data))
+    source = next(r for r in data if len(r["title"]) > 30)
+    copied = {k: source[k] for k in ("title", "description", "brand", "seller_category")}
+    copied |= {"id": "rw-1", "title": source["title"] + " (refurb)", "labels": []}
+    other = {"id": "rw-2", "title": "stainless steel garlic press", "description": "", "labels": []}
+    held = tmp_path / "held"
+    held.mkdir()
+
+    def validate(*held_rows):
+        (held / "retail.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_rows))
+        return subprocess.run(
+            [sys.executable, "-m", "dualscreen.cli", "data", "validate", "--corpus", str(corpus)]
+            + ["--holdout", str(held)],
+            capture_output=True,
+            text=True,
+            cwd=root,
+        )
+
+    clean = validate(other)
+    assert clean.returncode == 0, clean.stderr
+    bad = validate(other, copied)
+    assert bad.returncode == 1
+    assert "holdout_near" in bad.stderr and source["id"] in bad.stderr and "rw-1" in bad.stderr
