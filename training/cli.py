@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -51,21 +52,46 @@ def data_build(
     output: CorpusOpt = None,
     taxonomy: TaxonomyOpt = None,
     seed: int = 13,
+    reshuffle: Annotated[
+        bool,
+        typer.Option(
+            help="deal every product type's split afresh, ignoring splits.json "
+            "(turns the test split over: results before and after are not comparable)"
+        ),
+    ] = False,
 ) -> None:
-    """Build corpus.jsonl (ids, generated rows, grouped splits) from the source files."""
-    from training.corpus import build_corpus, corpus_stats, write_corpus
+    """Build corpus.jsonl (ids, generated rows, grouped splits) from the source files.
+
+    Product types keep the split recorded in splits.json; new ones are dealt and recorded."""
+    from training.corpus import (
+        build_corpus,
+        corpus_stats,
+        read_split_pins,
+        split_pins,
+        write_corpus,
+        write_split_pins,
+    )
 
     tax = load_taxonomy(taxonomy or paths.default_taxonomy())
     source = source or paths.project_root() / "data" / "corpus"
     output = output or paths.default_corpus()
-    rows = build_corpus(source, tax, seed=seed)
+    before = {} if reshuffle else read_split_pins(source)
+    rows = build_corpus(source, tax, seed=seed, pins=before)
     write_corpus(rows, output)
+    after = split_pins(rows)
+    write_split_pins(source, after)
     stats = corpus_stats(rows, tax)
     console.print(
         f"wrote {len(rows):,} rows to {output} "
         f"(train {stats['per_split']['train']}, val {stats['per_split']['val']}, "
         f"test {stats['per_split']['test']})"
     )
+    added = {k: v for k, v in after.items() if k not in before}
+    moved = {k: (before[k], v) for k, v in after.items() if k in before and before[k] != v}
+    if added:
+        console.print(f"{len(added)} new product type(s) dealt: {dict(Counter(added.values()))}")
+    if moved:
+        console.print(f"[yellow]{len(moved)} product type(s) changed split: {moved}")
 
 
 @data_app.command("validate")

@@ -10,6 +10,11 @@ product type that has a near-duplicate text, so near-duplicates cannot straddle 
 stratum (first label, or hard/plain negative) groups are ordered by a hash of their name and dealt
 8/1/1 to train/val/test, which keeps every label present in every split.
 
+Splits are frozen: `splits.json` beside `written/` records every product type's split, and a
+rebuild keeps it, so adding rows never moves existing product types between splits (dealing
+afresh would shift every later group in hash order and turn the test split over). Only product
+types new to the file are dealt, continuing each stratum's 8/1/1 cycle.
+
 Compromise: near-duplicate detection uses cosine similarity of character 3-5-gram TF-IDF vectors,
 which catches reworded copies and template siblings but not paraphrases with new vocabulary.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
 from collections import Counter, defaultdict
@@ -55,7 +61,9 @@ SOURCE_REQUIRED = {
 LANGS = ("en", "zh", "ja", "mixed")
 NEAR_DUP_THRESHOLD = 0.9
 GENERATED_CAP = 0.5
+log = logging.getLogger(__name__)
 _DEAL = ("train",) * 8 + ("val", "test")
+SPLIT_PINS = "splits.json"
 
 
 @dataclass
@@ -225,7 +233,11 @@ def near_duplicate_pairs(
 
 
 def build_corpus(
-    source_dir: Path, taxonomy: Taxonomy, seed: int = 13, per_product: int = 4
+    source_dir: Path,
+    taxonomy: Taxonomy,
+    seed: int = 13,
+    per_product: int = 4,
+    pins: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Build the corpus rows (with ids and splits) from written and fragment sources.
 
@@ -235,6 +247,8 @@ def build_corpus(
         seed: seeds the generator and nothing else.
         per_product: listings generated per fragment product (capped so generated rows stay at
             most half of the corpus).
+        pins: product type -> split to keep; None reads `source_dir/splits.json` when present,
+            {} deals every group afresh.
 
     Returns:
         Corpus rows in a stable order.
@@ -273,7 +287,9 @@ def build_corpus(
     for row in rows:
         row.pop("_where", None)
         row["lang"] = row.get("lang") or detect_lang(text_of(row))
-    _assign_splits(rows, texts)
+    if pins is None:
+        pins = read_split_pins(source_dir)
+    _assign_splits(rows, texts, pins)
     ordered = sorted(rows, key=lambda r: ({"train": 0, "val": 1, "test": 2}[r["split"]], r["id"]))
     return [_ordered_fields(r) for r in ordered]
 
@@ -323,7 +339,38 @@ def _drop_exact_duplicates(rows: list[dict[str, Any]], texts: list[str]) -> list
     return keep
 
 
-def _assign_splits(rows: list[dict[str, Any]], texts: list[str]) -> None:
+def read_split_pins(source_dir: Path) -> dict[str, str]:
+    """The frozen product type -> split map (`splits.json`), or {} when there is none."""
+    path = source_dir / SPLIT_PINS
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    pins = data.get("product_types", {})
+    bad = {k: v for k, v in pins.items() if v not in SPLITS}
+    if bad:
+        raise ValueError(f"{path}: splits must be one of {', '.join(SPLITS)}: {bad}")
+    return {str(k): str(v) for k, v in pins.items()}
+
+
+def split_pins(rows: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Every product type's split in built rows (the content of `splits.json`)."""
+    return dict(sorted({_group_key(r): r["split"] for r in rows}.items()))
+
+
+def write_split_pins(source_dir: Path, pins: dict[str, str]) -> None:
+    """Write `splits.json`, one product type per line (a diff shows each one added)."""
+    data = {
+        "about": "product type -> split, kept by dualscreen data build (training/corpus.py)",
+        "product_types": dict(sorted(pins.items())),
+    }
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    (source_dir / SPLIT_PINS).write_text(text, encoding="utf-8")
+
+
+def _assign_splits(
+    rows: list[dict[str, Any]], texts: list[str], pins: dict[str, str] | None = None
+) -> None:
+    pins = pins or {}
     groups = [_group_key(r) for r in rows]
     parent: dict[str, str] = {g: g for g in groups}
 
@@ -343,9 +390,29 @@ def _assign_splits(rows: list[dict[str, Any]], texts: list[str]) -> None:
     strata: dict[str, list[str]] = defaultdict(list)
     for root, idx in members.items():
         strata[Counter(_stratum(rows[i]) for i in idx).most_common(1)[0][0]].append(root)
-    for _, roots in sorted(strata.items()):
+    for stratum, roots in sorted(strata.items()):
         roots.sort(key=_short_hash)
-        for n, root in enumerate(roots):
+        fresh = []
+        for root in roots:
+            # A group keeps its pinned split; a new near-duplicate link between groups pinned to
+            # different splits keeps the split holding most of its rows (near-duplicates never
+            # straddle splits).
+            pinned = Counter(pins[groups[i]] for i in members[root] if groups[i] in pins)
+            if not pinned:
+                fresh.append(root)
+                continue
+            split = min(pinned.items(), key=lambda kv: (-kv[1], SPLITS.index(kv[0])))[0]
+            if len(pinned) > 1:
+                log.warning(
+                    "stratum %s: near-duplicates join product types pinned to %s; all go to %s",
+                    stratum,
+                    dict(pinned),
+                    split,
+                )
+            for i in members[root]:
+                rows[i]["split"] = split
+        offset = len(roots) - len(fresh)
+        for n, root in enumerate(fresh, start=offset):
             split = _DEAL[n % len(_DEAL)]
             for i in members[root]:
                 rows[i]["split"] = split

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -15,7 +17,10 @@ from training.corpus import (
     corpus_stats,
     holdout_overlap,
     read_jsonl,
+    read_split_pins,
+    split_pins,
     validate_corpus,
+    write_split_pins,
 )
 
 
@@ -147,3 +152,60 @@ def test_cli_validate_fails_on_a_copy_of_an_evaluation_only_row(root, rows, tmp_
     bad = validate(other, copied)
     assert bad.returncode == 1
     assert "holdout_near" in bad.stderr and source["id"] in bad.stderr and "rw-1" in bad.stderr
+
+
+def _written(path, kinds):
+    """A written/ file with two rows of made-up words per product type (no near-duplicates)."""
+    rng = random.Random(path.stem)
+    lines = []
+    for n, kind in enumerate(kinds):
+        for k in range(2):
+            words = " ".join(
+                "".join(rng.choice("bcdfghjklmnpqrstvwxz") + rng.choice("aeiou") for _ in range(3))
+                for _ in range(5)
+            )
+            lines.append(
+                {
+                    "id": f"{path.stem}-{n}-{k}",
+                    "title": f"{kind} {words}",
+                    "description": "",
+                    "brand": "",
+                    "seller_category": "",
+                    "labels": [],
+                    "product_type": kind,
+                    "hard_negative": False,
+                    "lang": "en",
+                    "style": "marketplace",
+                }
+            )
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_adding_product_types_moves_no_pinned_one_and_deals_the_new(root, taxonomy, tmp_path):
+    src = tmp_path / "corpus"
+    (src / "written").mkdir(parents=True)
+    (src / "fragments").mkdir()
+    _written(src / "written" / "a.jsonl", [f"gadget type {n}" for n in range(40)])
+    first = build_corpus(src, taxonomy)
+    assert {r["split"] for r in first} == {"train", "val", "test"}
+    write_split_pins(src, split_pins(first))
+    assert read_split_pins(src) == split_pins(first)
+    _written(src / "written" / "b.jsonl", [f"sprocket {n}" for n in range(30)])
+
+    def splits(rows):
+        return {r["id"]: r["split"] for r in rows}
+
+    kept = build_corpus(src, taxonomy)  # reads splits.json
+    old = splits(first)
+    assert {i: s for i, s in splits(kept).items() if i in old} == old
+    new = Counter(r["split"] for r in kept if r["product_type"].startswith("sprocket"))
+    assert new["train"] > new["val"] > 0 and new["test"] > 0
+    # Without the pins, the same addition turns existing product types over.
+    dealt = splits(build_corpus(src, taxonomy, pins={}))
+    assert any(dealt[i] != s for i, s in old.items())
+
+
+def test_a_split_pin_file_with_an_unknown_split_is_refused(tmp_path):
+    (tmp_path / "splits.json").write_text(json.dumps({"product_types": {"x": "holdout"}}))
+    with pytest.raises(ValueError, match="holdout"):
+        read_split_pins(tmp_path)
