@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,29 +50,69 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Shop names, prices and RDF language tags for the web-offer perturbation: offers scraped from
+# schema.org markup arrive as `"Title"@en-gb Title tail | £304.99 Shop UK"@en-gb`.
+_SHOPS = [
+    "Overclockers UK",
+    "LambdaTek",
+    "Cyberport",
+    "Ebuyer",
+    "Alternate DE",
+    "Misco",
+    "Dabs",
+    "CCL Online",
+    "Box.co.uk",
+]
+_LANG_TAGS = ["en", "en", "en-gb", "en-us", "de"]
+_PUNCT_RE = re.compile(r"\s*([()\[\],;:!?/+])\s*")
+
+
+def web_offer(title: str, rng: random.Random) -> str:
+    """Return `title` as a scraped web-shop offer: quoted, language-tagged, with shop and price."""
+    tag = rng.choice(_LANG_TAGS)
+    words = title.split()
+    out = f'"{title}"@{tag}'
+    if len(words) > 2 and rng.random() < 0.5:
+        out += " " + " ".join(words[rng.randrange(1, len(words)) :])
+    if rng.random() < 0.7:
+        price = f"{rng.choice('£€$')}{rng.randint(5, 2999)}.{rng.randint(0, 99):02d}"
+        out += f" | {price} {rng.choice(_SHOPS)}" + (f'"@{tag}' if rng.random() < 0.6 else "")
+    return out
+
+
+def benchmark_tokens(text: str) -> str:
+    """Return `text` as product-matching benchmarks store it: lower case, punctuation spaced."""
+    return _PUNCT_RE.sub(r" \1 ", text.lower()).strip()
+
+
 def augment_fields(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """Return a noisy copy of a listing's fields (one or two perturbations)."""
     out = {k: row.get(k, "") for k in ("title", "description", "brand", "seller_category")}
     for _ in range(rng.choice((1, 1, 2))):
         kind = rng.random()
-        if kind < 0.25:
+        if kind < 0.2:
             case = rng.choice((str.upper, str.lower, str.title))
             out = {k: case(v) if isinstance(v, str) else v for k, v in out.items()}
-        elif kind < 0.45:
+        elif kind < 0.35:
             desc = out["description"] or ""
             words = desc.split()
             if words:
                 pos = rng.randrange(len(words) + 1)
                 words.insert(pos, rng.choice(_HTML_NOISE))
                 out["description"] = " ".join(words)
-        elif kind < 0.75:
+        elif kind < 0.6:
             drop = rng.choice(("description", "brand", "seller_category"))
             if drop != "description" or out["title"]:
                 out[drop] = ""
-        else:
+        elif kind < 0.8:
             desc = out["description"] or ""
             if len(desc) > 40:
                 out["description"] = desc[: rng.randint(20, max(21, len(desc) // 2))]
+        elif kind < 0.9:
+            if out["title"]:
+                out["title"] = web_offer(out["title"], rng)
+        else:
+            out = {k: benchmark_tokens(v) if isinstance(v, str) else v for k, v in out.items()}
     return out
 
 
