@@ -361,16 +361,13 @@ def write_split_pins(source_dir: Path, pins: dict[str, str]) -> None:
     """Write `splits.json`, one product type per line (a diff shows each one added)."""
     data = {
         "about": "product type -> split, kept by dualscreen data build (training/corpus.py)",
-        "product_types": dict(sorted(pins.items())),
+        "product_types": pins,
     }
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     (source_dir / SPLIT_PINS).write_text(text, encoding="utf-8")
 
 
-def _assign_splits(
-    rows: list[dict[str, Any]], texts: list[str], pins: dict[str, str] | None = None
-) -> None:
-    pins = pins or {}
+def _assign_splits(rows: list[dict[str, Any]], texts: list[str], pins: dict[str, str]) -> None:
     groups = [_group_key(r) for r in rows]
     parent: dict[str, str] = {g: g for g in groups}
 
