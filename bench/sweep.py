@@ -41,7 +41,7 @@ from training.pipeline import (  # noqa: E402
     _resolve,
     load_data,
 )
-from training.train import model_text_prefix, predict_logits, train_transformer  # noqa: E402
+from training.train import cfg_model_input, predict_logits, train_transformer  # noqa: E402
 
 BUDGETS: tuple[float | None, ...] = (None, 5.0)
 
@@ -70,7 +70,7 @@ def run_variant(
     )
     device = result.device
     model = result.model.to(device)
-    prefix = model_text_prefix(cfg)
+    reads = cfg_model_input(cfg)
 
     def logits(texts: list[str]) -> Any:
         return predict_logits(
@@ -79,7 +79,7 @@ def run_variant(
             texts,
             cfg.model.max_tokens,
             device,
-            prefix=prefix,
+            model_input=reads,
             pooling=cfg.model.pooling,
         )
 

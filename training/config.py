@@ -40,6 +40,9 @@ class ModelConfig(_Strict):
     # Text put before every input at tokenisation; None: what the base model expects
     # ("passage: " for e5 models, "" otherwise). Stored in the manifest for serving.
     text_prefix: str | None = None
+    # Put the words for the figures a text states (sample rate, frequency, bits, watts, thrust,
+    # axes; serving/contract/specs.py) before every transformer input, here and at serving.
+    spec_hints: bool = False
     # "cls": the base model's own classification head; "mean": masked mean of the last hidden
     # states into the classifier layer (how sentence encoders such as MiniLM and e5 were trained).
     pooling: Pooling = "cls"

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from serving.backends.pooling import pooled_module
+from serving.contract.specs import ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def export_onnx(
     max_tokens: int,
     pooling: str = "cls",
     calibration_texts: list[str] | None = None,
-    text_prefix: str = "",
+    model_input: ModelInput | None = None,
 ) -> dict[str, Any]:
     """Export model.onnx (fused where possible) and model.int8.onnx from the saved weights.
 
@@ -65,7 +66,7 @@ def export_onnx(
         pooling: "cls" or "mean".
         calibration_texts: built texts to calibrate a static int8 graph on (training texts);
             None or empty: dynamic int8 only.
-        text_prefix: the prefix serving adds to every text.
+        model_input: what the model reads for a built text (prefix, spec hint), as at serving.
 
     Returns:
         Notes on what was done (fused or not, file sizes, `int8`: "static" or "dynamic"). With
@@ -138,7 +139,8 @@ def export_onnx(
         from serving.backends.onnx import load_tokenizer
 
         tokenizer = load_tokenizer(folder, max_tokens)
-        ids = [e.ids for e in tokenizer.encode_batch([text_prefix + t for t in calibration_texts])]
+        texts = (model_input or ModelInput()).many(calibration_texts)
+        ids = [e.ids for e in tokenizer.encode_batch(texts)]
         static = folder / "model.int8.static.onnx.tmp"
         try:
             notes["int8_static"] = freeze_activation_scales(int8, static, ids)

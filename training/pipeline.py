@@ -51,7 +51,7 @@ from training.evaluate import (
 )
 from training.report import evaluate_sets, write_report
 from training.thresholds import NEVER, review_search
-from training.train import model_text_prefix
+from training.train import cfg_model_input, model_text_prefix
 
 log = logging.getLogger(__name__)
 FIELDS = TEXT_FIELDS  # the corpus schema holds the listing's text fields
@@ -238,6 +238,7 @@ def _identity_manifest(
             max_chars=cfg.model.max_chars,
             max_tokens=cfg.model.max_tokens,
             text_prefix=model_text_prefix(cfg) if kind == "transformer" else "",
+            spec_hints=cfg.model.spec_hints if kind == "transformer" else False,
             pooling=cfg.model.pooling if kind == "transformer" else "cls",
         ),
         base_model=cfg.model.base_model if kind == "transformer" else "tfidf",
@@ -336,7 +337,7 @@ def _package(
             result.tokenizer,
             splits["val"].texts,
             cfg.model.max_tokens,
-            prefix=model_text_prefix(cfg),
+            model_input=cfg_model_input(cfg),
             pooling=cfg.model.pooling,
         )
         if cfg.track.export_onnx:
@@ -347,7 +348,7 @@ def _package(
                 cfg.model.max_tokens,
                 cfg.model.pooling,
                 _calibration_texts(splits["train"].texts, cfg.train.seed),
-                model_text_prefix(cfg),
+                cfg_model_input(cfg),
             )
         if cfg.model.blend_weights:
             blend, tfidf_val, info["blend"] = _fit_blend(cfg, folder, splits, reference_val)

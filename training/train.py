@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from serving.backends.pooling import check_poolable, classifier_logits
 from serving.contract.errors import ConfigError
+from serving.contract.specs import ModelInput
 from serving.contract.text import build_text
 from training.base_models import resolve_base_model, text_prefix
 from training.config import Config
@@ -39,6 +40,11 @@ def model_text_prefix(cfg: Config) -> str:
     if cfg.model.text_prefix is not None:
         return cfg.model.text_prefix
     return text_prefix(cfg.model.base_model)
+
+
+def cfg_model_input(cfg: Config) -> ModelInput:
+    """What the transformer reads for a built text under this config (as serving builds it)."""
+    return ModelInput(prefix=model_text_prefix(cfg), spec_hints=cfg.model.spec_hints)
 
 
 def seed_everything(seed: int) -> None:
@@ -155,13 +161,14 @@ def predict_logits(
     max_tokens: int,
     device: str = "cpu",
     batch_size: int = 64,
-    prefix: str = "",
+    model_input: ModelInput | None = None,
     pooling: str = "cls",
 ) -> NDArray[np.float32]:
-    """Logits of a torch model on texts (each after `prefix`), with length-sorted batches."""
+    """Logits of a torch model on texts (each as `model_input` makes it), length-sorted batches."""
     import torch
 
-    enc = tokenizer([prefix + t for t in texts], truncation=True, max_length=max_tokens)
+    texts = (model_input or ModelInput()).many(texts)
+    enc = tokenizer(texts, truncation=True, max_length=max_tokens)
     ids = enc["input_ids"]
     order = np.argsort([len(i) for i in ids], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
@@ -229,7 +236,7 @@ def train_transformer(
     device = "cuda" if use_cuda else "cpu"
     bf16 = use_cuda and torch.cuda.is_bf16_supported()
     base = resolve_base_model(cfg.model.base_model)
-    prefix = model_text_prefix(cfg)
+    reads = cfg_model_input(cfg)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base,
@@ -325,7 +332,7 @@ def train_transformer(
                 ).text
                 for r in train_rows
             ]
-            texts = [prefix + text for text in texts]
+            texts = reads.many(texts)
             enc = tokenizer(texts, truncation=True, max_length=cfg.model.max_tokens)
             ids = enc["input_ids"]
             batches = _bucketed_batches([len(i) for i in ids], t.batch_size, rng)
@@ -358,7 +365,7 @@ def train_transformer(
                 val_texts,
                 cfg.model.max_tokens,
                 device,
-                prefix=prefix,
+                model_input=reads,
                 pooling=pooling,
             )
             with torch.no_grad():

@@ -37,6 +37,7 @@ from serving.backends.batching import padding_aware_batches, run_sorted
 from serving.contract.artifact import Manifest
 from serving.contract.decide import unstable_decisions
 from serving.contract.errors import ArtifactError
+from serving.contract.specs import model_input
 
 
 def load_tokenizer(folder: Path, max_tokens: int) -> Any:
@@ -133,9 +134,7 @@ class OnnxBackend:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to the model's limit."""
-        prefix = self.manifest.rules.text_prefix
-        if prefix:
-            texts = [prefix + t for t in texts]
+        texts = model_input(self.manifest.rules).many(texts)
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
     def _run(self, rows: list[list[int]], session: Any = None) -> NDArray[np.float32]:

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from serving.backends.batching import run_sorted
 from serving.backends.pooling import check_poolable, classifier_logits
 from serving.contract.artifact import Manifest
+from serving.contract.specs import model_input
 
 
 class TorchBackend:
@@ -31,7 +32,7 @@ class TorchBackend:
         self.torch = torch
         self.batch_size = batch_size
         self.max_tokens = manifest.rules.max_tokens
-        self.text_prefix = manifest.rules.text_prefix
+        self.model_input = model_input(manifest.rules)
         self.n_labels = len(manifest.labels)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(
@@ -52,6 +53,7 @@ class TorchBackend:
         if not texts:
             return []
         with self._encode_lock:
+            texts = self.model_input.many(texts)
             enc = self.tokenizer(texts, truncation=True, max_length=self.max_tokens)
         ids: list[list[int]] = enc["input_ids"]
         return ids

@@ -113,6 +113,9 @@ class DecisionRules(BaseModel):
     max_tokens: int = 128
     # Put before every built text at tokenisation (e5 models expect "passage: ").
     text_prefix: str = ""
+    # Put the words for the figures a text states before it (serving/contract/specs.py); the
+    # model was trained reading them.
+    spec_hints: bool = False
     # How token states become logits (serving/backends/pooling.py): the model's own [CLS] head,
     # or the masked mean of the last hidden states into the same classifier layer.
     pooling: Pooling = "cls"
