@@ -33,9 +33,9 @@ _NUM = r"(\d+(?:[.,]\d+)?)"
 # Listings write "mhz" and "msps" for mega; watts are the exception ("5mW" laser pointers).
 _SI = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "G": 1e9, "g": 1e9, "T": 1e12}
 _SI_WATTS = {"": 1.0, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6}
-# "125 MSPS", "2.5GS/s", "5 GSa/s", "1 Gsps", "500 kSPS", "3 Msamples/s".
+# "125 MSPS", "2.5GS/s", "5 GSa/s", "1 Gsps", "500-kSPS", "860-SPS", "3 Msamples/s".
 _RATE_RE = re.compile(
-    _NUM + r"\s?([kKMGT]?)\s?(?:SPS|sps|Sps|S/s|Sa/s|SA/s|samples?/s(?:ec)?\b|samples? per second)"
+    _NUM + r"[\s-]?([kKmMgGT]?)\s?(?i:sps|s/s|sa/s|samples?/s(?:ec)?\b|samples? per second)"
 )
 # "6 GHz", "DC-18GHz", "9 kHz"; not "GHz-class" words without a number.
 _FREQ_RE = re.compile(_NUM + r"\s?([kKMGT]?)Hz\b", re.IGNORECASE)

@@ -20,6 +20,10 @@ from serving.contract.specs import ModelInput, model_input, read_specs, spec_hin
         ("高速ADC 16位 1MSPS", 1e6, 16),
         ("A/Dコンバータ 14ビット 250Msps", 250e6, 14),
         ("3 Msamples/s converter", 3e6, None),
+        ("OSCILLOSCOPE 2.5GHZ 4CH 20GSA/S 12BIT", 20e9, 12),
+        ("adc 10 bit 40msps module", 40e6, 10),
+        ("Ultra-Small, Low-Power, 860-SPS, 16-Bit ADC", 860.0, 16),
+        ("16-Bit, 500-kSPS, 4-Channel SAR ADC", 5e5, 16),
     ],
 )
 def test_sample_rates_and_bits_are_read_in_base_units(text, rate, bits):
