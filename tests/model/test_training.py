@@ -32,6 +32,7 @@ def test_smoke_run_produces_a_complete_verified_artifact(smoke_run):
     config = json.loads((folder / "config.json").read_text())
     assert list(config["id2label"].values()) == manifest.labels
     assert manifest.kind == "transformer" and manifest.calibration.method == "platt"
+    assert manifest.rules.spec_hints  # the smoke profile trains with them, as the default does
     for t in manifest.thresholds.values():
         assert t.review <= t.flag
     assert manifest.onnx_agreement["argmax_agreement"] >= 0.9
