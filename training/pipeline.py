@@ -38,6 +38,7 @@ from serving.contract.decide import decision_codes, is_insufficient, thresholds_
 from serving.contract.errors import ConfigError
 from serving.contract.listing import TEXT_FIELDS
 from serving.contract.readers import ColumnMapping, RejectedRow, read_records
+from serving.contract.specs import SPEC_HINTS_VERSION
 from serving.contract.taxonomy import Taxonomy, load_taxonomy
 from serving.contract.text import build_text, detect_lang
 from training import paths
@@ -239,6 +240,7 @@ def _identity_manifest(
             max_tokens=cfg.model.max_tokens,
             text_prefix=model_text_prefix(cfg) if kind == "transformer" else "",
             spec_hints=cfg.model.spec_hints if kind == "transformer" else False,
+            spec_hints_version=SPEC_HINTS_VERSION,
             pooling=cfg.model.pooling if kind == "transformer" else "cls",
         ),
         base_model=cfg.model.base_model if kind == "transformer" else "tfidf",

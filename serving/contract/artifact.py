@@ -116,6 +116,8 @@ class DecisionRules(BaseModel):
     # Put the words for the figures a text states before it (serving/contract/specs.py); the
     # model was trained reading them.
     spec_hints: bool = False
+    # Which reading of the figures (serving/contract/specs.py SPEC_HINTS_VERSION) the model learnt.
+    spec_hints_version: int = 1
     # How token states become logits (serving/backends/pooling.py): the model's own [CLS] head,
     # or the masked mean of the last hidden states into the same classifier layer.
     pooling: Pooling = "cls"

@@ -26,8 +26,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from serving.contract.errors import ArtifactError
+
 if TYPE_CHECKING:
     from serving.contract.artifact import DecisionRules
+
+# Bump whenever `spec_hint` words a text differently: a model reads the hints it was trained on.
+SPEC_HINTS_VERSION = 1
 
 _NUM = r"(\d+(?:[.,]\d+)?)"
 # Listings write "mhz" and "msps" for mega; watts are the exception ("5mW" laser pointers).
@@ -167,5 +172,14 @@ class ModelInput:
 
 
 def model_input(rules: DecisionRules) -> ModelInput:
-    """What an artifact's transformer reads for a built text."""
+    """What an artifact's transformer reads for a built text.
+
+    Raises ArtifactError for a model trained on another version of the spec hints.
+    """
+    if rules.spec_hints and rules.spec_hints_version != SPEC_HINTS_VERSION:
+        raise ArtifactError(
+            f"the model was trained with spec hints version {rules.spec_hints_version}; this "
+            f"dualscreen builds version {SPEC_HINTS_VERSION}: retrain it, or serve it with the "
+            "dualscreen release it was trained with"
+        )
     return ModelInput(prefix=rules.text_prefix, spec_hints=rules.spec_hints)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from serving.contract.artifact import DecisionRules
-from serving.contract.specs import ModelInput, model_input, read_specs, spec_hint
+from serving.contract.errors import ArtifactError
+from serving.contract.specs import (
+    SPEC_HINTS_VERSION,
+    ModelInput,
+    model_input,
+    read_specs,
+    spec_hint,
+)
 
 
 @pytest.mark.parametrize(
@@ -130,3 +137,11 @@ def test_model_input_of_an_artifact_follows_its_rules():
     assert model_input(DecisionRules(text_prefix="passage: ", spec_hints=True)) == ModelInput(
         "passage: ", True
     )
+
+
+def test_a_model_trained_on_other_hints_is_refused():
+    other = DecisionRules(spec_hints=True, spec_hints_version=SPEC_HINTS_VERSION + 1)
+    with pytest.raises(ArtifactError, match="spec hints version"):
+        model_input(other)
+    # Without hints the version does not matter.
+    assert model_input(other.model_copy(update={"spec_hints": False})) == ModelInput()
