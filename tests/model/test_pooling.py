@@ -129,7 +129,7 @@ def test_training_with_mean_pooling_learns_and_its_validation_logits_use_the_mea
     """One short epoch through `train_transformer` with pooling "mean" (the training path)."""
     from training.config import load_config
     from training.pipeline import load_data
-    from training.train import predict_logits, train_transformer
+    from training.train import cfg_model_input, predict_logits, train_transformer
 
     cfg = load_config(
         root / "training" / "configs" / "smoke.toml",
@@ -157,8 +157,14 @@ def test_training_with_mean_pooling_learns_and_its_validation_logits_use_the_mea
         cols = [j for j in range(val.y.shape[1]) if val.y[:, j].sum() > 0]
         return float(np.mean([average_precision_score(val.y[:, j], logits[:, j]) for j in cols]))
 
-    full_mean = predict_logits(result.model, result.tokenizer, val.texts, 32, pooling="mean")
-    full_cls = predict_logits(result.model, result.tokenizer, val.texts, 32, pooling="cls")
+    # As training read them: the smoke profile puts spec hints before the texts.
+    reads = cfg_model_input(cfg)
+    full_mean = predict_logits(
+        result.model, result.tokenizer, val.texts, 32, model_input=reads, pooling="mean"
+    )
+    full_cls = predict_logits(
+        result.model, result.tokenizer, val.texts, 32, model_input=reads, pooling="cls"
+    )
     recorded = result.history[0]["val_macro_pr_auc"]
     assert recorded == pytest.approx(macro_pr_auc(full_mean), abs=1e-6)
     assert recorded != pytest.approx(macro_pr_auc(full_cls), abs=1e-6)

@@ -16,6 +16,15 @@ from training.train import predict_logits, train_transformer
 pytestmark = pytest.mark.slow
 
 
+def _cjk_rows(root) -> list[dict]:
+    """Chinese and Japanese training rows of the corpus: the slice surely has characters to add."""
+    rows = [
+        json.loads(line)
+        for line in (root / "data/corpus/corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    return [r for r in rows if r.get("split") == "train" and r.get("lang") in ("zh", "ja")][:64]
+
+
 def _train(root, taxonomy, *overrides: str):
     cfg = load_config(
         root / "training" / "configs" / "smoke.toml",
@@ -30,12 +39,7 @@ def _train(root, taxonomy, *overrides: str):
         ],
     )
     splits, _ = load_data(cfg, taxonomy)
-    # Chinese and Japanese rows from the whole corpus, so the slice surely has characters to add.
-    rows = [
-        json.loads(line)
-        for line in (root / "data/corpus/corpus.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    cjk = [r for r in rows if r.get("split") == "train" and r.get("lang") in ("zh", "ja")][:64]
+    cjk = _cjk_rows(root)
     y = np.array([[int(lb in r["labels"]) for lb in taxonomy.labels] for r in cjk])
     val = splits["val"]
     return train_transformer(cfg, cjk, y, val.texts, val.y, taxonomy.labels)
@@ -68,16 +72,32 @@ def test_added_tokens_train_and_the_table_is_merged_for_saving(root, taxonomy) -
 
 def test_a_mapped_start_reports_its_fit(root, taxonomy, tmp_path) -> None:
     # The notes of the ridge map reach the training result (then MLflow and the report).
+    from transformers import AutoTokenizer
+
+    from serving.contract.text import build_text
     from tests.unit.test_vocab import _source_model
     from training.base_models import DEFAULT_BASE_MODEL, resolve_base_model
-    from training.vocab import MIN_ANCHORS
+    from training.vocab import MIN_ANCHORS, unknown_characters
 
-    source = _source_model(
-        resolve_base_model(DEFAULT_BASE_MODEL), tmp_path / "src", 1200, {"翼": "wing"}
-    )
+    base = resolve_base_model(DEFAULT_BASE_MODEL)
+    texts = [
+        build_text(
+            **{k: r.get(k, "") for k in ("title", "description", "brand", "seller_category")}
+        ).text
+        for r in _cjk_rows(root)
+    ]
+    # The source knows the slice's most frequent character that MiniLM reads as [UNK].
+    char = unknown_characters(AutoTokenizer.from_pretrained(base), texts, 2)[0]
+    known = {char: "wing"}
+    source = _source_model(base, tmp_path / "src", 1200, known)
     result = _train(root, taxonomy, f"model.extend_vocab_from='{source}'")
     assert result.added_tokens > 50
     assert result.vocab_mapping["from"] == source
     assert result.vocab_mapping["anchors"] >= MIN_ANCHORS
-    # The small source knows 翼 only: every other added character starts from [UNK].
-    assert result.vocab_mapping["unknown_to_source"] == result.added_tokens - 1
+    # The small source knows one character: every other added character starts from [UNK].
+    tok = result.tokenizer
+    ids = list(range(len(tok) - result.added_tokens, len(tok)))
+    added = {t.strip() for t in tok.convert_ids_to_tokens(ids)}  # added tokens print as " 器 "
+    mapped = added & set(known)
+    assert mapped == {char}
+    assert result.vocab_mapping["unknown_to_source"] == result.added_tokens - len(mapped)
