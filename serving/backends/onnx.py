@@ -123,6 +123,8 @@ class OnnxBackend:
             else None
         )
         self.manifest = manifest
+        # Built once: a model trained on other spec hints is refused at load, not at first use.
+        self.model_input = model_input(manifest.rules)
         self.fallback: OnnxBackend | None = None
         self.rescored = 0
         if int8 and guard and manifest.int8_guard is not None:
@@ -134,7 +136,7 @@ class OnnxBackend:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to the model's limit."""
-        texts = model_input(self.manifest.rules).many(texts)
+        texts = self.model_input.many(texts)
         return [e.ids for e in self.tokenizer.encode_batch(texts)]
 
     def _run(self, rows: list[list[int]], session: Any = None) -> NDArray[np.float32]:

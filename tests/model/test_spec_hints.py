@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from serving.contract.artifact import read_manifest, write_manifest
+from serving.contract.errors import ArtifactError
 from serving.contract.specs import spec_hint
 from serving.predictor import Predictor
 
@@ -19,10 +20,12 @@ TEXTS = [
 ]
 
 
-def _copy(smoke_model: Path, folder: Path, spec_hints: bool) -> Path:
+def _copy(smoke_model: Path, folder: Path, spec_hints: bool, version: int = 1) -> Path:
     shutil.copytree(smoke_model, folder)
     manifest = read_manifest(folder)
-    rules = manifest.rules.model_copy(update={"spec_hints": spec_hints})
+    rules = manifest.rules.model_copy(
+        update={"spec_hints": spec_hints, "spec_hints_version": version}
+    )
     write_manifest(folder, manifest.model_copy(update={"rules": rules}))
     return folder
 
@@ -58,3 +61,10 @@ def test_predicting_a_record_reads_the_hint(hinted, plain):
     without = Predictor.load(plain, backend="onnx").predict([record])[0]
     assert with_hints.text == without.text  # the hint is the model's input, not the built text
     assert with_hints.result.probabilities != without.result.probabilities
+
+
+@pytest.mark.parametrize("name", ["onnx", "onnx-int8", "torch"])
+def test_a_model_trained_on_other_hints_is_refused_at_load(smoke_model, tmp_path, name):
+    folder = _copy(smoke_model, tmp_path / "model", True, version=99)
+    with pytest.raises(ArtifactError, match="spec hints version 99"):
+        Predictor.load(folder, backend=name)
