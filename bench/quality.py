@@ -1,6 +1,7 @@
 """Model quality side by side: `dualscreen evaluate --json` on the same sets for each model.
 
-Sets: the corpus test split (with its zh / ja / mixed slices from `by_lang`), and the real-world
+Sets: the corpus test split (with its zh / ja / mixed slices from `by_lang`), the held-out files
+in data/heldout/ (product kinds the corpus does not have, never trained on), and the real-world
 evaluation files in ../shared/realworld/ when present (never used for training or tuning). Each
 model is also evaluated at the review budgets given with --budgets (applied at serving time, no
 retraining). Writes bench/quality.md and bench/quality.json.
@@ -44,6 +45,8 @@ def sets() -> list[tuple[str, Path, str | None]]:
     out: list[tuple[str, Path, str | None]] = [
         ("test", ROOT / "data" / "corpus" / "corpus.jsonl", "test")
     ]
+    for path in sorted((ROOT / "data" / "heldout").glob("*.jsonl")):
+        out.append((f"heldout/{path.stem}", path, None))
     for name in ("retail", "components"):
         path = REALWORLD / f"{name}.jsonl"
         if path.exists():

@@ -106,9 +106,10 @@ def data_validate(
         ),
     ] = None,
 ) -> None:
-    """Fail on schema errors, unknown labels, duplicate ids, empty texts, split leakage and
+    """Fail on schema errors, unknown labels, duplicate ids, empty texts, split leakage,
+    held-out files (data/heldout) that share product types or text with the corpus, and
     near-copies of the evaluation-only real-world files."""
-    from training.corpus import holdout_overlap, read_jsonl, validate_corpus
+    from training.corpus import heldout_problems, holdout_overlap, read_jsonl, validate_corpus
 
     tax = load_taxonomy(taxonomy or paths.default_taxonomy())
     path = corpus or paths.default_corpus()
@@ -118,6 +119,10 @@ def data_validate(
         console.print(f"[red]cannot read {path}: {exc}")
         raise typer.Exit(1) from None
     problems = validate_corpus(rows, tax)
+    own = {p.name: read_jsonl(p) for p in paths.heldout_files()}
+    if own:
+        problems += heldout_problems(rows, own, tax)
+        console.print(f"checked the held-out files: {', '.join(own)}")
     held_dir = holdout or paths.realworld_dir()
     if held_dir is not None:
         held = {p.name: read_jsonl(p) for p in sorted(Path(held_dir).glob("*.jsonl"))}

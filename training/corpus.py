@@ -527,6 +527,42 @@ def holdout_overlap(
     return problems
 
 
+def heldout_problems(
+    rows: list[dict[str, Any]], heldout: dict[str, list[dict[str, Any]]], taxonomy: Taxonomy
+) -> list[Problem]:
+    """Held-out files (`data/heldout/`) must measure unseen kinds: every row well formed, and no
+    product type, id or near-copy of text shared with the corpus ("heldout")."""
+    problems: list[Problem] = []
+    corpus_types = {_group_key(r) for r in rows}
+    ids: Counter[str] = Counter()
+    for name, held in heldout.items():
+        for n, row in enumerate(held):
+            where = f"{name} line {n + 1}"
+            try:
+                _check_source_row({**row, "_where": where}, taxonomy)
+            except (ValueError, TaxonomyError) as exc:
+                problems.append(Problem("heldout", str(exc)))
+                continue
+            if not isinstance(row.get("id"), str):
+                problems.append(Problem("heldout", f"{where}: field 'id' missing or not str"))
+                continue
+            ids[row["id"]] += 1
+            if _group_key(row) in corpus_types:
+                problems.append(
+                    Problem(
+                        "heldout",
+                        f"{where}: product type {row['product_type']!r} is also in the corpus; "
+                        "a held-out file measures unseen kinds only",
+                    )
+                )
+    problems += [
+        Problem("heldout", f"held-out id {i!r} appears {c} times") for i, c in ids.items() if c > 1
+    ]
+    for p in holdout_overlap(rows, heldout):
+        problems.append(Problem("heldout", p.message))
+    return problems
+
+
 # ---------------------------------------------------------------- statistics
 
 

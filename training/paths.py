@@ -28,6 +28,11 @@ def default_corpus() -> Path:
     return project_root() / "data" / "corpus" / "corpus.jsonl"
 
 
+def heldout_files() -> list[Path]:
+    """The corpus's held-out evaluation files (`data/heldout/*.jsonl`): never trained on."""
+    return sorted((project_root() / "data" / "heldout").glob("*.jsonl"))
+
+
 def realworld_dir() -> Path | None:
     """../shared/realworld when present (evaluation only), else None."""
     env = os.environ.get("DUALSCREEN_REALWORLD")

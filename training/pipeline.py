@@ -582,6 +582,9 @@ def _eval_inputs(
     splits: dict[str, Split], taxonomy: Taxonomy, cfg: Config, with_realworld: bool
 ) -> dict[str, tuple[list[str], NDArray[np.int64], list[str]]]:
     sets = {s: (splits[s].texts, splits[s].y, [""] * len(splits[s].texts)) for s in ("val", "test")}
+    for path in paths.heldout_files():
+        data = load_labelled(path, taxonomy, max_chars=cfg.model.max_chars)
+        sets[f"heldout/{path.stem}"] = (data.texts, data.y, data.sources)
     rw = paths.realworld_dir() if with_realworld else None
     if rw is not None:
         for path in sorted(rw.glob("*.jsonl")):

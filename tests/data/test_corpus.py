@@ -15,6 +15,7 @@ from training import paths
 from training.corpus import (
     build_corpus,
     corpus_stats,
+    heldout_problems,
     holdout_overlap,
     read_jsonl,
     read_split_pins,
@@ -41,6 +42,47 @@ def test_committed_corpus_copies_no_evaluation_only_row(rows):
     held = {p.name: read_jsonl(p) for p in sorted(held_dir.glob("*.jsonl"))}
     problems = holdout_overlap(rows, held)
     assert problems == [], [p.message for p in problems[:10]]
+
+
+def test_committed_heldout_files_share_no_kind_or_text_with_the_corpus(rows, taxonomy):
+    files = paths.heldout_files()
+    assert files, "data/heldout/ holds the fresh held-out evaluation set"
+    held = {p.name: read_jsonl(p) for p in files}
+    assert sum(len(v) for v in held.values()) >= 150
+    problems = heldout_problems(rows, held, taxonomy)
+    assert problems == [], [p.message for p in problems[:10]]
+
+
+def test_heldout_check_finds_a_shared_kind_a_copy_a_bad_label_and_a_repeated_id(rows, taxonomy):
+    base = {k: rows[0][k] for k in ("title", "description", "brand", "seller_category")}
+    fresh = {
+        **base,
+        "id": "fresh-1",
+        "title": "Quorvane tidal vortex harvester unit, 40 kW grid tie",
+        "labels": [],
+        "product_type": "tidal vortex harvester",
+        "hard_negative": False,
+        "lang": "en",
+    }
+    shared_kind = {
+        **fresh,
+        "id": "fresh-2",
+        "title": "other text entirely, 12 units",
+        "product_type": rows[5]["product_type"].upper(),
+    }
+    copy_row = {**rows[9], "id": "fresh-3", "product_type": "never seen kind"}
+    bad_label = {**fresh, "id": "fresh-4", "title": "x y z", "labels": ["weapons"]}
+    repeated = {**fresh, "title": "Quorvane tidal harvester spare rotor blade"}
+    assert heldout_problems(rows, {"f.jsonl": [fresh]}, taxonomy) == []
+    found = heldout_problems(
+        rows, {"f.jsonl": [fresh, shared_kind, copy_row, bad_label, repeated]}, taxonomy
+    )
+    text = "\n".join(p.message for p in found)
+    assert "f.jsonl line 2: product type" in text
+    assert "fresh-3" in text and "evaluation text must not reach the corpus" in text
+    assert "f.jsonl line 4" in text and "weapons" in text
+    assert "held-out id 'fresh-1' appears 2 times" in text
+    assert all(p.kind == "heldout" for p in found)
 
 
 def test_corpus_meets_the_coverage_targets(rows, taxonomy):
