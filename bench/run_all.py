@@ -151,6 +151,10 @@ def main() -> None:
     args = parser.parse_args()
     model = ROOT / "models" / "dualscreen"
     texts, y, _ = labelled_texts(None)
+    # The limits are the best rates this machine reaches, so they are measured before and after
+    # the methods and the higher reading counts: one reading of the int8 GEMM came out at half
+    # the rate of three readings taken minutes later (session 16).
+    gemm_before = (fp32_gemm_gflops(), int8_gemm_gops())
     results = {method: measure(method) for method in METHODS}
     retail = retail_cascade()
     mem = memory(args.skip_memory)
@@ -159,8 +163,9 @@ def main() -> None:
     predictor = Predictor.load(model)
     tokens = mean_tokens(predictor, texts)
     flops = minilm_flops(tokens)
-    fp32 = fp32_gemm_gflops()
-    int8 = int8_gemm_gops()
+    gemm_after = (fp32_gemm_gflops(), int8_gemm_gops())
+    fp32 = max(gemm_before[0], gemm_after[0])
+    int8 = max(gemm_before[1], gemm_after[1])
     limits = {"fp32": fp32 * 1e9 / flops, "int8": int8 * 1e9 / flops}
     naive = results["naive"]["items_per_s"]
     rows = []
@@ -213,7 +218,14 @@ def main() -> None:
         },
         "texts": len(texts),
         "mean_tokens": round(tokens, 1),
-        "gemm": {"fp32_gflops": round(fp32, 1), "int8_gops": round(int8, 1)},
+        "gemm": {
+            "fp32_gflops": round(fp32, 1),
+            "int8_gops": round(int8, 1),
+            "readings_before_after": [
+                [round(v, 1) for v in gemm_before],
+                [round(v, 1) for v in gemm_after],
+            ],
+        },
         "limits_items_per_s": {k: round(v, 1) for k, v in limits.items()},
         "methods": rows,
         "retail_cascade": retail,
@@ -241,7 +253,8 @@ def render(p: dict) -> str:
         f"numpy {m['numpy']}, scikit-learn {m['scikit-learn']}.",
         "",
         f"{p['texts']} labelled texts (real-world files when present + corpus test split), "
-        f"mean {p['mean_tokens']} tokens. Measured GEMM: fp32 {p['gemm']['fp32_gflops']} "
+        f"mean {p['mean_tokens']} tokens. Measured GEMM (the higher of readings before and "
+        f"after the methods): fp32 {p['gemm']['fp32_gflops']} "
         f"GFLOP/s, int8 {p['gemm']['int8_gops']} GOP/s; limits at the mean length: fp32 "
         f"{p['limits_items_per_s']['fp32']} items/s, int8 {p['limits_items_per_s']['int8']}"
         " items/s.",
