@@ -162,8 +162,14 @@ def test_review_ceiling_must_be_above_the_floor(root) -> None:
             root / "training/configs/smoke.toml",
             ["decide.review_floor=0.3", "decide.review_ceiling=0.2"],
         )
+    # The default profile's ceiling is read from its file (not a code default) and lies above
+    # its floor.
+    import tomllib
+
+    raw = tomllib.loads((root / "training/configs/default.toml").read_text(encoding="utf-8"))
     cfg = load_config(root / "training/configs/default.toml")
-    assert cfg.decide.review_ceiling == 0.2
+    assert cfg.decide.review_ceiling == raw["decide"]["review_ceiling"]
+    assert cfg.decide.review_floor < cfg.decide.review_ceiling <= 1.0
 
 
 def test_training_takes_the_ceiling_from_its_config(root) -> None:
