@@ -326,6 +326,9 @@ def _package(
         info.update(
             train_seconds=round(result.seconds, 1),
             best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            epochs_planned=cfg.train.epochs,
+            stopped_by_time_budget=result.stopped_by_time_budget,
             train_items_per_second=round(result.items_per_second, 1),
             device=result.device,
             history=result.history,
@@ -753,6 +756,8 @@ def _flat_metrics(metrics: dict[str, Any], info: dict[str, Any]) -> dict[str, fl
     for k in (
         "train_seconds",
         "train_items_per_second",
+        "epochs_run",
+        "stopped_by_time_budget",
         "added_tokens",
         "val.ece_before",
         "val.ece_after",

@@ -92,6 +92,12 @@ def write_report(
             + f". Validation ECE before calibration {info['val.ece_before']:.4f}, "
             f"after {info['val.ece_after']:.4f}."
         )
+    if info.get("stopped_by_time_budget"):
+        parts.append(
+            f"\n**Stopped by the time budget** after {info['epochs_run']} of "
+            f"{info['epochs_planned']} epochs (`train.max_minutes`): this model depends on the "
+            "machine's speed and is not what the same settings give on a faster or idle machine."
+        )
     if info.get("added_tokens"):
         parts.append(vocabulary_line(info))
     if m.onnx_agreement:

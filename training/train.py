@@ -130,6 +130,10 @@ class TrainResult:
     tokenizer: Any
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    # The epochs run, and whether `train.max_minutes` stopped training before `train.epochs`
+    # (the model then depends on the machine's speed: the report and MLflow say so).
+    epochs_run: int = 0
+    stopped_by_time_budget: bool = False
     seconds: float = 0.0
     items_per_second: float = 0.0
     device: str = "cpu"
@@ -389,6 +393,7 @@ def train_transformer(
                 "epoch_seconds": time.perf_counter() - epoch_start,
             }
             result.history.append(row)
+            result.epochs_run = epoch
             if on_epoch:
                 on_epoch(row)
             if console is not None:
@@ -408,6 +413,7 @@ def train_transformer(
             if epoch < t.epochs and (elapsed + row["epoch_seconds"]) / 60 > t.max_minutes:
                 # another epoch would overrun the budget: stop with the best so far
                 log.warning("time budget of %.1f min would be exceeded; stopping", t.max_minutes)
+                result.stopped_by_time_budget = True
                 if console is not None:
                     console.print(f"  stopping: another epoch would pass {t.max_minutes} min")
                 break

@@ -141,6 +141,38 @@ def test_same_seed_gives_same_metrics(root):
     assert round(runs[0]["val_macro_pr_auc"], 3) == round(runs[1]["val_macro_pr_auc"], 3)
 
 
+def test_time_budget_stop_is_recorded(root):
+    # A budget smaller than one epoch stops training after the first epoch of three and says
+    # so; without a binding budget all epochs run and the flag stays off.
+    from serving.contract.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.pipeline import load_data
+    from training.train import train_transformer
+
+    small = [
+        "data.max_train_rows=32",
+        "data.max_eval_rows=24",
+        "model.max_tokens=24",
+        "train.batch_size=16",
+        "train.epochs=3",
+        "train.patience=5",
+    ]
+    taxonomy = load_taxonomy(root / "data/taxonomy.yaml")
+    for extra, epochs, stopped in (("train.max_minutes=0.00001", 1, True), (None, 3, False)):
+        cfg = load_config(root / "training/configs/smoke.toml", small + ([extra] if extra else []))
+        splits, _ = load_data(cfg, taxonomy)
+        result = train_transformer(
+            cfg,
+            splits["train"].rows,
+            splits["train"].y,
+            splits["val"].texts,
+            splits["val"].y,
+            taxonomy.labels,
+        )
+        assert (result.epochs_run, result.stopped_by_time_budget) == (epochs, stopped)
+        assert len(result.history) == epochs
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dualscreen.cli", *args],
