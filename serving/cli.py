@@ -20,6 +20,17 @@ console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("dualscreen.serve")
 MAX_REJECTS_SHOWN = 20  # rejected rows `review import` names one by one
 TEXT_COLS = ",".join(TEXT_FIELDS)
+DoubleReviewOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        envvar="DUALSCREEN_DOUBLE_REVIEW_SHARE",
+        help="share of newly queued items that need two reviewers "
+        "(env DUALSCREEN_DOUBLE_REVIEW_SHARE, as for the server)",
+    ),
+]
+
 ReviewBudgetOpt = Annotated[
     str | None,
     typer.Option(
@@ -239,6 +250,7 @@ def score(
         typer.Option(help="review store for --enqueue-review (default DUALSCREEN_DATABASE_URL)"),
     ] = None,
     review_budget: ReviewBudgetOpt = None,
+    double_review_share: DoubleReviewOpt = 0.0,
     json_summary: Annotated[
         bool, typer.Option(help="print the summary as one JSON object")
     ] = False,
@@ -305,6 +317,7 @@ def score(
                 f"score:{input.name}",
                 flag_thresholds=flags,
                 actor="system",
+                double_review_share=double_review_share,
             )
 
         opts.enqueue = enqueue
@@ -448,9 +461,7 @@ def review_import(
     only_uncertain: Annotated[
         bool, typer.Option(help="queue only rows the model flags or sends to review")
     ] = False,
-    double_review_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="share of new items for two reviewers")
-    ] = 0.0,
+    double_review_share: DoubleReviewOpt = 0.0,
     chunk: Annotated[int, typer.Option(min=1, help="rows scored per batch")] = 512,
 ) -> None:
     """Score a file with the model and put its rows in the review queue (idempotent)."""

@@ -228,3 +228,41 @@ async def test_the_second_and_third_path_find_the_items_queued(
     queue = queue_of(url)
     assert set(queue) == {key_of(row) for row in ROWS}
     assert all(len(entry["suggestions"]) == 1 for entry in queue.values())
+
+
+def test_the_double_review_share_reaches_score_and_import(smoke_model, catalog, tmp_path):
+    # DUALSCREEN_DOUBLE_REVIEW_SHARE applies to every way into the queue, as it does on the
+    # server (`score --enqueue-review` used to queue for one reviewer whatever it said); the
+    # flag overrides it.
+    def required(url: str) -> list[int]:
+        store = ReviewStore.open(url)
+        try:
+            with store.session() as session:
+                return [item.required_reviews for item in session.query(Item).all()]
+        finally:
+            store.dispose()
+
+    def run(*args: object, env: dict[str, str]) -> None:
+        from dualscreen.cli import app
+
+        result = CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    both = {"DUALSCREEN_DOUBLE_REVIEW_SHARE": "1"}
+    urls = {name: f"sqlite:///{tmp_path / f'{name}.db'}" for name in ("score", "import", "flag")}
+    run(
+        "score", catalog, "-o", tmp_path / "s.jsonl", "--model", smoke_model,
+        "--text-cols", TEXT_COLS, "--enqueue-review", "--database-url", urls["score"],
+        env=both,
+    )  # fmt: skip
+    run(
+        "review", "import", catalog, "--model", smoke_model, "--text-cols", TEXT_COLS,
+        "--database-url", urls["import"], env=both,
+    )  # fmt: skip
+    run(
+        "review", "import", catalog, "--model", smoke_model, "--text-cols", TEXT_COLS,
+        "--database-url", urls["flag"], "--double-review-share", "0", env=both,
+    )  # fmt: skip
+    assert required(urls["score"]) and set(required(urls["score"])) == {2}
+    assert len(required(urls["import"])) == len(ROWS) and set(required(urls["import"])) == {2}
+    assert set(required(urls["flag"])) == {1}
