@@ -1,11 +1,12 @@
 """The int8 guard (issue 7): which items are re-scored with fp32, and how its margin is chosen."""
 
 import numpy as np
+from scipy.stats import binom
 
 from serving.contract.artifact import Manifest
 from serving.contract.decide import calibrate, decision_codes, unstable_decisions
 from tests.manifests import identity_manifest
-from training.export import choose_int8_guard
+from training.export import GUARD_SIGNIFICANCE, choose_int8_guard
 
 LABELS = ["uav", "marine"]
 
@@ -79,5 +80,30 @@ def test_margin_meets_the_target_on_validation_when_the_estimate_would_miss():
     guard = choose_int8_guard(fp32, int8, texts, m, 0.998)
     assert guard.validation["unguarded_agreement"] == 0.994
     assert guard.validation["expected_agreement"] >= 0.998
-    assert guard.validation["agreement"] >= 0.998
+    # 60 disagreements where the target allows 20 are no chance: the guard must take most of
+    # them, until what is left fits the target (binomial test at GUARD_SIGNIFICANCE).
+    left = round((1 - guard.validation["agreement"]) * len(texts))
+    assert left < 60 / 2
+    assert binom.sf(left - 1, len(texts), 0.002) >= GUARD_SIGNIFICANCE
     assert guard.margin >= 0.05
+
+
+def test_two_outliers_do_not_decide_the_margin():
+    # 1,000 items with a small int8 error, and two items whose error is far larger than the
+    # rest. Two disagreements where a 99.9 % target expects one are chance, so the margin follows
+    # the bulk of the errors; requiring the seen count to meet the target put it past both
+    # outliers (trainings with the same settings got margins of 0.44 and 0.92 that way).
+    rng = np.random.default_rng(6)
+    m = _manifest()
+    fp32 = np.column_stack([rng.normal(-3.0, 2.5, 1000), np.full(1000, -8.0)])
+    int8 = fp32 + np.column_stack([rng.normal(0, 0.01, 1000), np.zeros(1000)])
+    # Flagged in fp32 (1.2 above the flag threshold), cleared by int8 (0.3 below it).
+    fp32[:2, 0], int8[:2, 0] = 1.2, -0.3
+    texts = ["a listing with plenty of words in it"] * len(fp32)
+    guard = choose_int8_guard(fp32, int8, texts, m, 0.999)
+    assert guard.margin < 0.3
+    assert not unstable_decisions(int8[:2], m, guard.margin).any()  # left to int8
+    assert guard.validation["agreement"] >= 0.997
+    # Where the target allows 0.1 disagreements, two are no chance: both are re-scored.
+    strict = choose_int8_guard(fp32, int8, texts, m, 0.9999)
+    assert strict.margin >= 0.3 and unstable_decisions(int8[:2], m, strict.margin).all()
