@@ -33,10 +33,16 @@ BENCH = ROOT / "bench"
 
 
 def cpu_model() -> str:
+    """The CPU's name and the vector extensions int8 speed depends on (percentages of the int8
+    limit compare only between machines with the same ones: VNNI triples int8 GEMM)."""
+    name, flags = platform.processor(), set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX2'})"
 
 
 def quality(probs: np.ndarray, y: np.ndarray, texts: list[str], model: str) -> dict[str, float]:
