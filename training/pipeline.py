@@ -326,7 +326,7 @@ def _package(
         info.update(
             train_seconds=round(result.seconds, 1),
             best_epoch=result.best_epoch,
-            epochs_run=result.epochs_run,
+            epochs_run=len(result.history),
             epochs_planned=cfg.train.epochs,
             stopped_by_time_budget=result.stopped_by_time_budget,
             train_items_per_second=round(result.items_per_second, 1),

@@ -63,6 +63,15 @@ def vocabulary_line(info: dict[str, Any]) -> str:
     return line + "."
 
 
+def time_budget_line(info: dict[str, Any]) -> str:
+    """The report's warning for a run that `train.max_minutes` stopped before its last epoch."""
+    return (
+        f"\n**Stopped by the time budget** after {info['epochs_run']} of "
+        f"{info['epochs_planned']} epochs (`train.max_minutes`): this model depends on the "
+        "machine's speed and is not what the same settings give on a faster or idle machine."
+    )
+
+
 def write_report(
     report_dir: Path,
     main: Packaged,
@@ -93,11 +102,7 @@ def write_report(
             f"after {info['val.ece_after']:.4f}."
         )
     if info.get("stopped_by_time_budget"):
-        parts.append(
-            f"\n**Stopped by the time budget** after {info['epochs_run']} of "
-            f"{info['epochs_planned']} epochs (`train.max_minutes`): this model depends on the "
-            "machine's speed and is not what the same settings give on a faster or idle machine."
-        )
+        parts.append(time_budget_line(info))
     if info.get("added_tokens"):
         parts.append(vocabulary_line(info))
     if m.onnx_agreement:

@@ -130,9 +130,8 @@ class TrainResult:
     tokenizer: Any
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    # The epochs run, and whether `train.max_minutes` stopped training before `train.epochs`
-    # (the model then depends on the machine's speed: the report and MLflow say so).
-    epochs_run: int = 0
+    # Whether `train.max_minutes` stopped training before `train.epochs` (the model then
+    # depends on the machine's speed: the report and MLflow say so).
     stopped_by_time_budget: bool = False
     seconds: float = 0.0
     items_per_second: float = 0.0
@@ -393,7 +392,6 @@ def train_transformer(
                 "epoch_seconds": time.perf_counter() - epoch_start,
             }
             result.history.append(row)
-            result.epochs_run = epoch
             if on_epoch:
                 on_epoch(row)
             if console is not None:

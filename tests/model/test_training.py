@@ -113,7 +113,6 @@ def test_same_seed_gives_same_metrics(root):
     from serving.contract.taxonomy import load_taxonomy
     from training.config import load_config
     from training.pipeline import load_data
-    from training.train import train_transformer
 
     cfg = load_config(
         root / "training/configs/smoke.toml",
@@ -126,17 +125,8 @@ def test_same_seed_gives_same_metrics(root):
         ],
     )
     splits, _ = load_data(cfg, load_taxonomy(root / "data/taxonomy.yaml"))
-    runs = []
-    for _ in range(2):
-        result = train_transformer(
-            cfg,
-            splits["train"].rows,
-            splits["train"].y,
-            splits["val"].texts,
-            splits["val"].y,
-            load_taxonomy(root / "data/taxonomy.yaml").labels,
-        )
-        runs.append(result.history[-1])
+    labels = load_taxonomy(root / "data/taxonomy.yaml").labels
+    runs = [_train(cfg, splits, labels).history[-1] for _ in range(2)]
     assert round(runs[0]["val_loss"], 3) == round(runs[1]["val_loss"], 3)
     assert round(runs[0]["val_macro_pr_auc"], 3) == round(runs[1]["val_macro_pr_auc"], 3)
 
@@ -147,7 +137,6 @@ def test_time_budget_stop_is_recorded(root):
     from serving.contract.taxonomy import load_taxonomy
     from training.config import load_config
     from training.pipeline import load_data
-    from training.train import train_transformer
 
     small = [
         "data.max_train_rows=32",
@@ -161,16 +150,19 @@ def test_time_budget_stop_is_recorded(root):
     for extra, epochs, stopped in (("train.max_minutes=0.00001", 1, True), (None, 3, False)):
         cfg = load_config(root / "training/configs/smoke.toml", small + ([extra] if extra else []))
         splits, _ = load_data(cfg, taxonomy)
-        result = train_transformer(
-            cfg,
-            splits["train"].rows,
-            splits["train"].y,
-            splits["val"].texts,
-            splits["val"].y,
-            taxonomy.labels,
-        )
-        assert (result.epochs_run, result.stopped_by_time_budget) == (epochs, stopped)
-        assert len(result.history) == epochs
+        result = _train(cfg, splits, taxonomy.labels)
+        assert (len(result.history), result.stopped_by_time_budget) == (epochs, stopped)
+    from training.report import time_budget_line
+
+    line = time_budget_line({"epochs_run": 1, "epochs_planned": 3})
+    assert "Stopped by the time budget** after 1 of 3 epochs" in line
+
+
+def _train(cfg, splits, labels):
+    from training.train import train_transformer
+
+    train, val = splits["train"], splits["val"]
+    return train_transformer(cfg, train.rows, train.y, val.texts, val.y, labels)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
