@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving.contract.decide import calibrate, with_review_budget  # noqa: E402
+from serving.contract.decide import calibrate, with_review_settings  # noqa: E402
 from serving.contract.taxonomy import load_taxonomy  # noqa: E402
 from serving.contract.text import detect_lang  # noqa: E402
 from training.config import load_config  # noqa: E402
@@ -111,7 +111,7 @@ def run_variant(
     for set_name, (texts, y, langs) in sets.items():
         raw = logits(texts)
         for budget in BUDGETS:
-            m = with_review_budget(manifest, budget)
+            m = with_review_settings(manifest, budget)
             probs = calibrate(raw, m)
             key = f"{set_name}@{'default' if budget is None else int(budget)}"
             out["results"][key] = _summary(compute_metrics(probs, y, texts, m))

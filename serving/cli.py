@@ -40,6 +40,15 @@ ReviewBudgetOpt = Annotated[
     ),
 ]
 
+ReviewCeilingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="review ceiling: no label at or above this probability is cleared; one of the "
+        "ceilings the model stores a review search for (the model card lists them), or "
+        "'default'; env DUALSCREEN_REVIEW_CEILING"
+    ),
+]
+
 
 def serve(
     model: Annotated[str | None, typer.Option(help="model folder or MLflow URI")] = None,
@@ -49,6 +58,7 @@ def serve(
         str | None, typer.Option(help="onnx-int8 | onnx-int8-fast | onnx | torch | cascade")
     ] = None,
     review_budget: ReviewBudgetOpt = None,
+    review_ceiling: ReviewCeilingOpt = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -76,7 +86,7 @@ def serve(
 
     from serving.app import create_app
     from serving.auth_keys import create_key
-    from serving.contract.decide import parse_review_budget
+    from serving.contract.decide import parse_review_budget, parse_review_ceiling
     from serving.predictor import Predictor
     from serving.settings import Settings
 
@@ -94,6 +104,8 @@ def serve(
         overrides["backend"] = backend
     if review_budget:
         overrides["review_budget"] = review_budget
+    if review_ceiling:
+        overrides["review_ceiling"] = review_ceiling
     if workers is not None:
         overrides["workers"] = workers
     if threads is not None:
@@ -138,6 +150,7 @@ def serve(
         settings.batch_max_size,
         settings.model_cache_dir,
         parse_review_budget(settings.review_budget),
+        parse_review_ceiling(settings.review_ceiling),
     )
     if settings.workers > 1:
         folder = predictor.folder
@@ -250,6 +263,7 @@ def score(
         typer.Option(help="review store for --enqueue-review (default DUALSCREEN_DATABASE_URL)"),
     ] = None,
     review_budget: ReviewBudgetOpt = None,
+    review_ceiling: ReviewCeilingOpt = None,
     double_review_share: DoubleReviewOpt = 0.0,
     json_summary: Annotated[
         bool, typer.Option(help="print the summary as one JSON object")
@@ -269,17 +283,22 @@ def score(
     )
 
     from serving.batch.score import ScoreOptions, Scorer
-    from serving.contract.decide import parse_review_budget
+    from serving.contract.decide import parse_review_budget, parse_review_ceiling
     from serving.contract.readers import ColumnMapping
     from serving.predictor import Predictor
 
     budget = parse_review_budget(review_budget or os.environ.get("DUALSCREEN_REVIEW_BUDGET"))
+    ceiling = parse_review_ceiling(review_ceiling or os.environ.get("DUALSCREEN_REVIEW_CEILING"))
     if engine == "ray":
         from serving.batch.ray_engine import ray_predictor
 
-        predictor = ray_predictor(model, backend, ray_address, ray_actors, review_budget=budget)
+        predictor = ray_predictor(
+            model, backend, ray_address, ray_actors, review_budget=budget, review_ceiling=ceiling
+        )
     elif engine == "local":
-        predictor = Predictor.load(model, backend=backend, threads=threads, review_budget=budget)
+        predictor = Predictor.load(
+            model, backend=backend, threads=threads, review_budget=budget, review_ceiling=ceiling
+        )
     else:
         raise typer.BadParameter("--engine must be local or ray")
     cols = tuple(c.strip() for c in text_cols.split(",") if c.strip())

@@ -75,13 +75,14 @@ class Predictor:
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
         review_budget: float | None = None,
+        review_ceiling: float | None = None,
     ) -> Predictor:
         """Resolve a folder or MLflow URI, verify it and create the backend.
 
-        `review_budget` (see `decide.parse_review_budget`) recomputes the review thresholds from
-        the model's stored review path; None keeps the model's own.
+        `review_budget` and `review_ceiling` (see `open_artifact`) recompute the review
+        thresholds from the model's stored review searches; None keeps the model's own.
         """
-        folder, manifest, taxonomy = open_artifact(ref, cache_dir, review_budget)
+        folder, manifest, taxonomy = open_artifact(ref, cache_dir, review_budget, review_ceiling)
         return cls(
             folder,
             manifest,

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from serving.contract.decide import parse_review_budget
+from serving.contract.decide import parse_review_budget, parse_review_ceiling
 from serving.contract.errors import DualscreenError
 
 _WEAK_SECRETS = {"changeme", "changethis", "secret", "password", "development", "dev"}
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # "default" keeps the model's review budget; "none" lifts it; a number sets it (see
     # serving.contract.decide.parse_review_budget). Applied without retraining.
     review_budget: str = "default"
+    # "default" keeps the model's review ceiling; a probability picks the model's stored review
+    # search at that ceiling (serving.contract.decide.parse_review_ceiling).
+    review_ceiling: str = "default"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -74,6 +77,15 @@ class Settings(BaseSettings):
     def _budget(cls, value: str) -> str:
         try:
             parse_review_budget(value)
+        except DualscreenError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("review_ceiling")
+    @classmethod
+    def _ceiling(cls, value: str) -> str:
+        try:
+            parse_review_ceiling(value)
         except DualscreenError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -222,10 +222,14 @@ def evaluate(
     review_budget: Annotated[
         str | None, typer.Option(help="review budget override: a number, 'none' or 'default'")
     ] = None,
+    review_ceiling: Annotated[
+        str | None,
+        typer.Option(help="review ceiling override: one the model stores, or 'default'"),
+    ] = None,
 ) -> None:
     """Evaluate a model on a labelled file: per-label, routing and per-language figures."""
     from serving.backends import load_backend
-    from serving.contract.decide import calibrate, parse_review_budget
+    from serving.contract.decide import calibrate, parse_review_budget, parse_review_ceiling
     from serving.contract.open import open_artifact
     from serving.contract.readers import ColumnMapping
     from training.evaluate import (
@@ -238,7 +242,9 @@ def evaluate(
     )
 
     folder, manifest, taxonomy = open_artifact(
-        model, review_budget=parse_review_budget(review_budget)
+        model,
+        review_budget=parse_review_budget(review_budget),
+        review_ceiling=parse_review_ceiling(review_ceiling),
     )
     scorer = load_backend(folder, manifest, backend)
     mapping = ColumnMapping(

@@ -104,6 +104,12 @@ class DecideConfig(_Strict):
     # No label at or above this calibrated probability is cleared: the review band of every
     # label starts here at least (1.0: off). Budgets never lift it.
     review_ceiling: float = Field(default=1.0, gt=0.0, le=1.0)
+    # Other ceilings to run the same search at and store in the manifest, so that `serve`,
+    # `score` and `evaluate` can trade recall for review with --review-ceiling, no retraining
+    # (those at or below review_floor are skipped).
+    review_ceilings: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [0.075, 0.15, 0.2, 0.3, 0.5, 1.0]
+    )
     # The int8 guard's margin is the smallest at which guarded int8 decisions agree with fp32's
     # on this share of validation items (estimated from the int8 errors and seen on the items).
     # Validation overstates it on new kinds of product: at 0.997 two seed-13/14 models (session

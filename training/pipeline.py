@@ -32,6 +32,7 @@ from serving.contract.artifact import (
     DecisionRules,
     LabelThresholds,
     Manifest,
+    ReviewPath,
     write_manifest,
 )
 from serving.contract.decide import decision_codes, is_insufficient, thresholds_for_budget
@@ -265,24 +266,33 @@ def _calibrate_and_decide(
         raise ConfigError(f"decide.flag_precision_by_label: unknown labels {unknown}")
     precision: dict[str, float] = {"*": cfg.decide.flag_precision}
     precision.update(cfg.decide.flag_precision_by_label)
-    flag, path = review_search(
-        cal_p,
-        val.y,
-        labels,
-        cfg.decide.target_recall,
-        precision,
-        caught_anyway=vague,
-        review_floor=cfg.decide.review_floor,
-        review_ceiling=cfg.decide.review_ceiling,
-    )
     budget = cfg.decide.review_budget
+    paths: dict[float, ReviewPath] = {}
+    others = [c for c in cfg.decide.review_ceilings if c > cfg.decide.review_floor]
+    for ceiling in sorted({cfg.decide.review_ceiling, *others}):
+        flag, path = review_search(
+            cal_p,
+            val.y,
+            labels,
+            cfg.decide.target_recall,
+            precision,
+            caught_anyway=vague,
+            review_floor=cfg.decide.review_floor,
+            review_ceiling=ceiling,
+        )
+        paths[ceiling] = path.model_copy(update={"budget": budget})
+    path = paths.pop(cfg.decide.review_ceiling)
     thresholds = thresholds_for_budget(flag, path, budget or math.inf)
-    path = path.model_copy(update={"budget": budget})
     notes = {
         "val.ece_before": expected_calibration_error(raw_p, val.y),
         "val.ece_after": expected_calibration_error(cal_p, val.y),
     }
-    update = {"calibration": cal, "thresholds": thresholds, "review_path": path}
+    update = {
+        "calibration": cal,
+        "thresholds": thresholds,
+        "review_path": path,
+        "other_review_paths": list(paths.values()),
+    }
     return manifest.model_copy(update=update), notes
 
 

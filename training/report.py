@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from serving.backends import Backend
 from serving.contract.artifact import Manifest
-from serving.contract.decide import calibrate
+from serving.contract.decide import calibrate, review_ceilings, with_review_settings
 from training.evaluate import (
     compute_metrics,
     format_metrics_table,
@@ -72,6 +72,46 @@ def time_budget_line(info: dict[str, Any]) -> str:
     )
 
 
+def review_ceiling_table(
+    manifest: Manifest,
+    probs: dict[str, NDArray[np.float64]],
+    sets: dict[str, tuple[list[str], NDArray[np.int64], list[str]]],
+) -> list[str]:
+    """The report's table of what each stored review ceiling gives on every evaluation set.
+
+    Each cell is any-label recall / review rate with the thresholds `--review-ceiling` would
+    use (the model's own budget); empty for a model that stores one ceiling.
+    """
+    ceilings = review_ceilings(manifest)
+    if len(ceilings) < 2 or manifest.review_path is None:
+        return []
+    in_use = manifest.review_path.review_ceiling
+    names = list(probs)
+    lines = [
+        "",
+        "### Review ceilings",
+        "",
+        "Any-label recall / review rate with each review ceiling the model stores "
+        "(`--review-ceiling` on serve, score and evaluate). No label at or above the ceiling is "
+        "cleared; below it the review band is searched on validation from each ceiling, so the "
+        "review rate mostly, not always, falls as the ceiling rises.",
+        "",
+        "| ceiling | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for ceiling in ceilings:
+        m = with_review_settings(manifest, ceiling=ceiling)
+        cells = []
+        for name in names:
+            texts, y, _ = sets[name]
+            figures = compute_metrics(probs[name], y, texts, m)
+            rec = figures["any_label"]["recall"]
+            cells.append(f"{'n/a' if rec is None else f'{rec:.3f}'} / {figures['review_rate']:.3f}")
+        mark = " (in use)" if ceiling == in_use else ""
+        lines.append(f"| {ceiling:g}{mark} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(
     report_dir: Path,
     main: Packaged,
@@ -113,6 +153,7 @@ def write_report(
             f"int8 guard: items whose decision could change within {g.margin} (calibrated logit) "
             f"are re-scored with fp32; on validation {json.dumps(g.validation)}."
         )
+    parts += review_ceiling_table(m, probs, sets)
     for set_name, by_model in results.items():
         if set_name == "val":
             continue

@@ -21,7 +21,7 @@ from serving.api.deps import AppState
 from serving.api.metrics import Metrics
 from serving.api.routes import router
 from serving.auth_keys import load_key_store
-from serving.contract.decide import parse_review_budget
+from serving.contract.decide import parse_review_budget, parse_review_ceiling
 from serving.http_errors import envelope, install_error_handlers
 from serving.predictor import Predictor
 from serving.settings import Settings
@@ -165,6 +165,7 @@ def create_api_app(settings: Settings | None = None, predictor: Predictor | None
                 settings.batch_max_size,
                 settings.model_cache_dir,
                 parse_review_budget(settings.review_budget),
+                parse_review_ceiling(settings.review_ceiling),
             )
         state.predictor = loaded
         batcher = MicroBatcher(

@@ -115,6 +115,7 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
             "review_budget": (
                 m.review_path.budget if m.review_path and m.review_path.budget else "none"
             ),
+            "review_ceiling": m.review_path.review_ceiling if m.review_path else None,
             "thresholds": {lb: t.model_dump() for lb, t in m.thresholds.items()},
         },
     }

@@ -31,9 +31,14 @@ class _BackendActor:
     """Loads the backend once; returns raw logits for a batch of texts."""
 
     def __init__(
-        self, model: str, backend: str | None, threads: int, review_budget: float | None
+        self,
+        model: str,
+        backend: str | None,
+        threads: int,
+        review_budget: float | None,
+        review_ceiling: float | None = None,
     ) -> None:
-        folder, manifest, _ = open_artifact(model, review_budget=review_budget)
+        folder, manifest, _ = open_artifact(model, None, review_budget, review_ceiling)
         self.backend = load_backend(folder, manifest, backend, threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +59,7 @@ class RayBackend:
         temp_dir: str | Path | None = None,
         batch_size: int = 256,
         review_budget: float | None = None,
+        review_ceiling: float | None = None,
     ) -> None:
         import ray
 
@@ -85,6 +91,7 @@ class RayBackend:
             "backend": backend,
             "threads": 1,
             "review_budget": review_budget,
+            "review_ceiling": review_ceiling,
         }
 
     def encode(self, texts: list[str]) -> list[str]:
@@ -123,9 +130,10 @@ def ray_predictor(
     actors: int | None = None,
     temp_dir: str | Path | None = None,
     review_budget: float | None = None,
+    review_ceiling: float | None = None,
 ) -> Predictor:
     """A predictor whose backend runs on Ray actors (verified and calibrated on the driver)."""
-    folder, manifest, taxonomy = open_artifact(model_ref, review_budget=review_budget)
+    folder, manifest, taxonomy = open_artifact(model_ref, None, review_budget, review_ceiling)
     remote = RayBackend(
         model_ref,
         manifest,
@@ -134,5 +142,6 @@ def ray_predictor(
         actors=actors,
         temp_dir=temp_dir,
         review_budget=review_budget,
+        review_ceiling=review_ceiling,
     )
     return Predictor(folder, manifest, taxonomy, remote)

@@ -191,6 +191,7 @@ class Scorer:
             "model_version": m.version,
             "backend": self.predictor.backend.name,
             "review_budget": m.review_path.budget if m.review_path else None,
+            "review_ceiling": m.review_path.review_ceiling if m.review_path else None,
         }
 
     def score_file(

@@ -250,6 +250,9 @@ class Manifest(BaseModel):
     int8_guard: Int8Guard | None = None
     int8: Int8Graph | None = None
     review_path: ReviewPath | None = None
+    # The same search at other review ceilings (`decide.review_ceilings`), so that serving can
+    # choose a ceiling without retraining (`--review-ceiling`); `review_path` is the one in use.
+    other_review_paths: list[ReviewPath] = Field(default_factory=list)
     files: dict[str, str] = Field(default_factory=dict)
     manifest_sha256: str | None = None
 

@@ -176,24 +176,76 @@ def parse_review_budget(text: str | float | None) -> float | None:
     return value
 
 
-def with_review_budget(manifest: Manifest, budget: float | None) -> Manifest:
-    """The manifest with review thresholds recomputed for `budget` from its stored review path.
+def parse_review_ceiling(text: str | float | None) -> float | None:
+    """Read a review ceiling setting: "default" (or None) keeps the model's, else a probability.
 
-    None returns the manifest unchanged (the budget it was trained with). The flag thresholds never
-    change. Raises DualscreenError for a model without a review path (trained before it existed).
+    The model must store the review search at that ceiling (`Manifest.other_review_paths`);
+    `with_review_settings` checks that.
     """
-    if budget is None:
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        word = text.strip().lower()
+        if word in ("", "default"):
+            return None
+        try:
+            value = float(word)
+        except ValueError:
+            raise DualscreenError(
+                f"review ceiling {text!r}: expected a probability such as 0.2, or 'default'"
+            ) from None
+    if not 0.0 < value <= 1.0:
+        raise DualscreenError(f"review ceiling {text!r}: must be greater than 0 and at most 1")
+    return value
+
+
+def review_ceilings(manifest: Manifest) -> list[float]:
+    """The review ceilings a model stores a review search for, in increasing order."""
+    paths = [manifest.review_path] if manifest.review_path else []
+    return sorted(p.review_ceiling for p in [*paths, *manifest.other_review_paths])
+
+
+def with_review_settings(
+    manifest: Manifest, budget: float | None = None, ceiling: float | None = None
+) -> Manifest:
+    """The manifest with review thresholds recomputed for a budget and ceiling, no retraining.
+
+    `ceiling` picks the stored review search at that ceiling (None: the model's own); `budget`
+    (see `parse_review_budget`) cuts that search (None: the model's own budget). The flag
+    thresholds never change. Raises DualscreenError for a model without a review path (trained
+    before it existed) or without a search at the ceiling asked for.
+    """
+    if budget is None and ceiling is None:
         return manifest
     path = manifest.review_path
     if path is None:
         raise DualscreenError(
             f"model {manifest.name} {manifest.version} stores no review path; retrain it to set "
-            "a review budget at serving time"
+            "a review budget or ceiling at serving time"
         )
+    others = list(manifest.other_review_paths)
+    if ceiling is not None and not math.isclose(ceiling, path.review_ceiling, abs_tol=1e-9):
+        found = [p for p in others if math.isclose(ceiling, p.review_ceiling, abs_tol=1e-9)]
+        if not found:
+            stored = ", ".join(f"{c:g}" for c in review_ceilings(manifest))
+            raise DualscreenError(
+                f"model {manifest.name} {manifest.version} stores review searches at ceilings "
+                f"{stored}, not {ceiling:g}; choose one of those, or retrain with "
+                "decide.review_ceilings listing it"
+            )
+        others = [p for p in others if p is not found[0]] + [path]
+        others.sort(key=lambda p: p.review_ceiling)
+        path = found[0].model_copy(update={"budget": path.budget})
+    if budget is None:
+        budget = path.budget if path.budget is not None else math.inf
     flag = {lb: manifest.thresholds[lb].flag for lb in manifest.labels}
     thresholds = thresholds_for_budget(flag, path, budget)
     new_path = path.model_copy(update={"budget": None if math.isinf(budget) else budget})
-    return manifest.model_copy(update={"thresholds": thresholds, "review_path": new_path})
+    return manifest.model_copy(
+        update={"thresholds": thresholds, "review_path": new_path, "other_review_paths": others}
+    )
 
 
 def thresholds_for_budget(

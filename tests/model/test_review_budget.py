@@ -13,7 +13,7 @@ import pytest
 
 from serving.batch.score import ScoreOptions, Scorer
 from serving.contract.artifact import verify_artifact
-from serving.contract.decide import parse_review_budget, thresholds_for_budget, with_review_budget
+from serving.contract.decide import parse_review_budget, thresholds_for_budget, with_review_settings
 from serving.contract.errors import DualscreenError, InputError
 from serving.contract.readers import ColumnMapping
 from serving.predictor import Predictor
@@ -48,17 +48,17 @@ def test_budget_recomputes_review_thresholds_from_the_path(smoke_model: Path):
     # The thresholds the model ships are the path cut at its trained budget.
     trained = thresholds_for_budget(flag, path, path.budget or math.inf)
     assert trained == manifest.thresholds
-    assert with_review_budget(manifest, None) is manifest
+    assert with_review_settings(manifest, None) is manifest
     costs = sorted({s.cost_per_gain for s in path.steps})
-    wide = with_review_budget(manifest, math.inf)
-    narrow = with_review_budget(manifest, costs[0] / 2 if costs[0] > 0 else 1e-9)
+    wide = with_review_settings(manifest, math.inf)
+    narrow = with_review_settings(manifest, costs[0] / 2 if costs[0] > 0 else 1e-9)
     for lb in manifest.labels:
         assert wide.thresholds[lb].flag == narrow.thresholds[lb].flag == flag[lb]
         assert wide.thresholds[lb].review <= narrow.thresholds[lb].review
     assert wide.review_path is not None and wide.review_path.budget is None
     # Every step whose cost the budget allows, up to the first it does not, is applied.
     for budget in costs:
-        t = with_review_budget(manifest, budget).thresholds
+        t = with_review_settings(manifest, budget).thresholds
         for step in path.steps:
             if step.cost_per_gain > budget:
                 break
@@ -124,3 +124,72 @@ def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Pa
     scorer.score_file(
         ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
     )
+
+
+def test_the_trained_model_stores_other_ceilings_and_its_card_shows_them(smoke_model: Path):
+    from serving.contract.decide import review_ceilings
+
+    manifest = verify_artifact(smoke_model)
+    assert manifest.review_path is not None
+    ceilings = review_ceilings(manifest)
+    assert manifest.review_path.review_ceiling in ceilings and len(ceilings) >= 5
+    card = (smoke_model / "README.md").read_text(encoding="utf-8")
+    table = card.split("### Review ceilings", 1)[1]
+    for ceiling in ceilings:
+        assert f"\n| {ceiling:g}" in table
+
+
+def test_score_cli_applies_the_ceiling_and_resume_refuses_another(
+    smoke_model: Path, tmp_path: Path
+):
+    from serving.contract.decide import review_ceilings
+
+    manifest = verify_artifact(smoke_model)
+    low = min(review_ceilings(manifest))
+    src = tmp_path / "in.csv"
+    with src.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "title"])
+        for i in range(40):
+            w.writerow([f"r{i}", f"GNSS receiver module {i}" if i % 2 else f"Wool scarf {i}"])
+    dualscreen = str(Path(sys.executable).parent / "dualscreen")
+    cmd = [dualscreen, "score", str(src), "--model", str(smoke_model)]
+    bad = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "x.csv"), "--review-ceiling", "0.4321"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "not 0.4321" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "o.csv"), "--review-ceiling", str(low), "--json-summary"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    with (tmp_path / "o.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # No label at or above the chosen ceiling is cleared.
+    for row in rows:
+        if row["decision"] == "clear":
+            # (rounded in the file, so a hair's margin)
+            assert all(float(row[f"p_{lb}"]) <= low + 1e-4 for lb in manifest.labels), row
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_chunk(done: int, total: int | None) -> None:
+        if done:
+            raise Interrupted
+
+    out = tmp_path / "r.csv"
+    mapping = ColumnMapping("id", ("title",), None)
+    with pytest.raises(Interrupted):
+        Scorer(Predictor.load(smoke_model, review_ceiling=low)).score_file(
+            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10),
+            progress=stop_after_first_chunk,
+        )
+    with pytest.raises(InputError, match="options or model differ"):
+        Scorer(Predictor.load(smoke_model)).score_file(
+            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
+        )

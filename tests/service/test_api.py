@@ -299,3 +299,23 @@ async def test_review_budget_setting_changes_the_served_thresholds(smoke_model):
     assert all(wide[lb]["review"] <= narrow[lb]["review"] for lb in wide)
     assert any(wide[lb]["review"] < narrow[lb]["review"] for lb in wide)
     assert all(wide[lb]["flag"] == narrow[lb]["flag"] for lb in wide)
+
+
+@pytest.mark.anyio
+async def test_review_ceiling_setting_changes_the_served_thresholds(smoke_model):
+    """DUALSCREEN_REVIEW_CEILING-style settings pick another stored search; /info says which."""
+    from serving.contract.artifact import verify_artifact
+    from serving.contract.decide import review_ceilings
+
+    manifest = verify_artifact(smoke_model)
+    own = manifest.review_path.review_ceiling  # type: ignore[union-attr]
+    low = min(review_ceilings(manifest))
+    assert low < own
+    async with serve(None, model=str(smoke_model), review_ceiling=str(low)) as c:  # type: ignore[arg-type]
+        r = await c.get("/info", headers=HEADERS)
+        assert r.status_code == 200, r.text
+        served = r.json()["decisions"]
+    assert served["review_ceiling"] == low
+    for lb, t in served["thresholds"].items():
+        assert t["review"] <= low
+        assert t["flag"] == manifest.thresholds[lb].flag
