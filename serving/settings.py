@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.contract.decide import parse_review_budget, parse_review_ceiling
@@ -72,20 +72,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: int = Field(default=300, ge=1)
 
-    @field_validator("review_budget")
+    @field_validator("review_budget", "review_ceiling")
     @classmethod
-    def _budget(cls, value: str) -> str:
+    def _review_setting(cls, value: str, info: ValidationInfo) -> str:
+        parse = parse_review_budget if info.field_name == "review_budget" else parse_review_ceiling
         try:
-            parse_review_budget(value)
-        except DualscreenError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("review_ceiling")
-    @classmethod
-    def _ceiling(cls, value: str) -> str:
-        try:
-            parse_review_ceiling(value)
+            parse(value)
         except DualscreenError as exc:
             raise ValueError(str(exc)) from None
         return value

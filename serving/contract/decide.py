@@ -148,6 +148,16 @@ def decision_codes(
     return codes
 
 
+def _setting_number(text: str | float, what: str, expected: str) -> float:
+    """A number from a setting's value, or DualscreenError naming the setting."""
+    if isinstance(text, int | float):
+        return float(text)
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise DualscreenError(f"{what} {text!r}: expected {expected}") from None
+
+
 def parse_review_budget(text: str | float | None) -> float | None:
     """Read a review budget setting: "default" (or None) keeps the model's, "none" lifts it.
 
@@ -155,22 +165,12 @@ def parse_review_budget(text: str | float | None) -> float | None:
     to review per newly caught item with one; "none", "off" or "unlimited" widen the band until the
     model's recall target is met.
     """
-    if text is None:
+    word = text.strip().lower() if isinstance(text, str) else None
+    if text is None or word in ("", "default"):
         return None
-    if isinstance(text, int | float):
-        value = float(text)
-    else:
-        word = text.strip().lower()
-        if word in ("", "default"):
-            return None
-        if word in ("none", "off", "unlimited", "inf"):
-            return math.inf
-        try:
-            value = float(word)
-        except ValueError:
-            raise DualscreenError(
-                f"review budget {text!r}: expected a positive number, 'default' or 'none'"
-            ) from None
+    if word in ("none", "off", "unlimited", "inf"):
+        return math.inf
+    value = _setting_number(text, "review budget", "a positive number, 'default' or 'none'")
     if not value > 0:
         raise DualscreenError(f"review budget {text!r}: must be greater than 0")
     return value
@@ -182,20 +182,10 @@ def parse_review_ceiling(text: str | float | None) -> float | None:
     The model must store the review search at that ceiling (`Manifest.other_review_paths`);
     `with_review_settings` checks that.
     """
-    if text is None:
+    word = text.strip().lower() if isinstance(text, str) else None
+    if text is None or word in ("", "default"):
         return None
-    if isinstance(text, int | float):
-        value = float(text)
-    else:
-        word = text.strip().lower()
-        if word in ("", "default"):
-            return None
-        try:
-            value = float(word)
-        except ValueError:
-            raise DualscreenError(
-                f"review ceiling {text!r}: expected a probability such as 0.2, or 'default'"
-            ) from None
+    value = _setting_number(text, "review ceiling", "a probability such as 0.2, or 'default'")
     if not 0.0 < value <= 1.0:
         raise DualscreenError(f"review ceiling {text!r}: must be greater than 0 and at most 1")
     return value

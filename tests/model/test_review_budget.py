@@ -76,30 +76,26 @@ def test_a_lower_budget_sends_fewer_items_to_review(smoke_model: Path, root: Pat
     assert n_wide > n_narrow or costs == [0.0], "the widest band should catch more items"
 
 
-def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Path, tmp_path: Path):
+def _catalog(tmp_path: Path, odd: str, even: str) -> Path:
+    """A 40-row CSV alternating two kinds of title."""
     src = tmp_path / "in.csv"
     with src.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "title"])
         for i in range(40):
-            w.writerow([f"r{i}", f"IC FPGA {i} I/O 484FBGA" if i % 2 else f"Cotton T-shirt {i}"])
-    dualscreen = str(Path(sys.executable).parent / "dualscreen")
-    cmd = [dualscreen, "score", str(src), "--model", str(smoke_model)]
-    bad = subprocess.run(
-        [*cmd, "-o", str(tmp_path / "x.csv"), "--review-budget", "cheap"],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "review budget 'cheap'" in bad.stderr
-    assert "Traceback" not in bad.stderr
-    ok = subprocess.run(
-        [*cmd, "-o", str(tmp_path / "o.csv"), "--review-budget", "none"],
-        capture_output=True,
-        text=True,
-    )
-    assert ok.returncode == 0, ok.stderr
+            w.writerow([f"r{i}", f"{odd} {i}" if i % 2 else f"{even} {i}"])
+    return src
 
-    # A run interrupted under one budget is not resumed under another.
+
+def _score_cli(model: Path, src: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    dualscreen = str(Path(sys.executable).parent / "dualscreen")
+    cmd = [dualscreen, "score", str(src), "--model", str(model), "-o", str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _resume_is_refused(first: Predictor, other: Predictor, src: Path, out: Path) -> None:
+    """A run interrupted with `first` is not resumed with `other`, and is with `first`."""
+
     class Interrupted(Exception):
         pass
 
@@ -107,22 +103,30 @@ def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Pa
         if done:
             raise Interrupted
 
-    scorer = Scorer(Predictor.load(smoke_model, review_budget=math.inf))
-    out = tmp_path / "r.csv"
     mapping = ColumnMapping("id", ("title",), None)
     with pytest.raises(Interrupted):
-        scorer.score_file(
+        Scorer(first).score_file(
             ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10),
             progress=stop_after_first_chunk,
         )
-    other = Scorer(Predictor.load(smoke_model, review_budget=0.5))
+    resume = ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
     with pytest.raises(InputError, match="options or model differ"):
-        other.score_file(
-            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
-        )
-    # The same budget resumes.
-    scorer.score_file(
-        ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
+        Scorer(other).score_file(resume)
+    Scorer(first).score_file(resume)
+
+
+def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Path, tmp_path: Path):
+    src = _catalog(tmp_path, "IC FPGA I/O 484FBGA", "Cotton T-shirt")
+    bad = _score_cli(smoke_model, src, tmp_path / "x.csv", "--review-budget", "cheap")
+    assert bad.returncode == 2 and "review budget 'cheap'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = _score_cli(smoke_model, src, tmp_path / "o.csv", "--review-budget", "none")
+    assert ok.returncode == 0, ok.stderr
+    _resume_is_refused(
+        Predictor.load(smoke_model, review_budget=math.inf),
+        Predictor.load(smoke_model, review_budget=0.5),
+        src,
+        tmp_path / "r.csv",
     )
 
 
@@ -146,50 +150,21 @@ def test_score_cli_applies_the_ceiling_and_resume_refuses_another(
 
     manifest = verify_artifact(smoke_model)
     low = min(review_ceilings(manifest))
-    src = tmp_path / "in.csv"
-    with src.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "title"])
-        for i in range(40):
-            w.writerow([f"r{i}", f"GNSS receiver module {i}" if i % 2 else f"Wool scarf {i}"])
-    dualscreen = str(Path(sys.executable).parent / "dualscreen")
-    cmd = [dualscreen, "score", str(src), "--model", str(smoke_model)]
-    bad = subprocess.run(
-        [*cmd, "-o", str(tmp_path / "x.csv"), "--review-ceiling", "0.4321"],
-        capture_output=True,
-        text=True,
-    )
+    src = _catalog(tmp_path, "GNSS receiver module", "Wool scarf")
+    bad = _score_cli(smoke_model, src, tmp_path / "x.csv", "--review-ceiling", "0.4321")
     assert bad.returncode == 2 and "not 0.4321" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
-    ok = subprocess.run(
-        [*cmd, "-o", str(tmp_path / "o.csv"), "--review-ceiling", str(low), "--json-summary"],
-        capture_output=True,
-        text=True,
-    )
+    ok = _score_cli(smoke_model, src, tmp_path / "o.csv", "--review-ceiling", str(low))
     assert ok.returncode == 0, ok.stderr
     with (tmp_path / "o.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    # No label at or above the chosen ceiling is cleared.
+    # No label at or above the chosen ceiling is cleared (rounded in the file: a hair's margin).
     for row in rows:
         if row["decision"] == "clear":
-            # (rounded in the file, so a hair's margin)
             assert all(float(row[f"p_{lb}"]) <= low + 1e-4 for lb in manifest.labels), row
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first_chunk(done: int, total: int | None) -> None:
-        if done:
-            raise Interrupted
-
-    out = tmp_path / "r.csv"
-    mapping = ColumnMapping("id", ("title",), None)
-    with pytest.raises(Interrupted):
-        Scorer(Predictor.load(smoke_model, review_ceiling=low)).score_file(
-            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10),
-            progress=stop_after_first_chunk,
-        )
-    with pytest.raises(InputError, match="options or model differ"):
-        Scorer(Predictor.load(smoke_model)).score_file(
-            ScoreOptions(input=src, output=out, mapping=mapping, chunk_size=10, resume=True)
-        )
+    _resume_is_refused(
+        Predictor.load(smoke_model, review_ceiling=low),
+        Predictor.load(smoke_model),
+        src,
+        tmp_path / "r.csv",
+    )
