@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from serving.api.batcher import QueueFull
 from serving.api.deps import AppState, ClassifyKey, State
+from serving.contract.decide import review_ceilings
 from serving.contract.listing import CONTENT_FIELDS
 from serving.contract.schemas import (
     ClassifyResponse,
@@ -116,6 +117,8 @@ async def info(state: State, _: ClassifyKey) -> dict[str, Any]:
                 m.review_path.budget if m.review_path and m.review_path.budget else "none"
             ),
             "review_ceiling": m.review_path.review_ceiling if m.review_path else None,
+            # the ceilings this model can be served at (DUALSCREEN_REVIEW_CEILING)
+            "review_ceilings": review_ceilings(m),
             "thresholds": {lb: t.model_dump() for lb, t in m.thresholds.items()},
         },
     }

@@ -316,6 +316,7 @@ async def test_review_ceiling_setting_changes_the_served_thresholds(smoke_model)
         assert r.status_code == 200, r.text
         served = r.json()["decisions"]
     assert served["review_ceiling"] == low
+    assert served["review_ceilings"] == review_ceilings(manifest)
     for lb, t in served["thresholds"].items():
         assert t["review"] <= low
         assert t["flag"] == manifest.thresholds[lb].flag
