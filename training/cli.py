@@ -271,13 +271,20 @@ def evaluate(
         )
         out_json = {k: metrics[k] for k in keys}
         out_json["by_lang"] = by_lang
+        path = manifest.review_path
+        out_json["review"] = {
+            "ceiling": path.review_ceiling if path else None,
+            "budget": path.budget if path else None,
+        }
         sys.stdout.write(json.dumps(out_json) + "\n")
         return
     out = Console()
+    path = manifest.review_path
+    review = f"; review ceiling {path.review_ceiling:g}, budget {path.budget or 'none'}"
     out.print(
         f"{manifest.name} {manifest.version} ({scorer.name}) "
         f"on {data}: "
-        f"{metrics['n']} rows, {len(labelled.rejected)} rejected"
+        f"{metrics['n']} rows, {len(labelled.rejected)} rejected" + (review if path else "")
     )
     out.print(format_metrics_table({data.name: {manifest.kind: metrics}}))
     out.print(format_per_label(metrics))

@@ -208,7 +208,10 @@ def test_evaluate_json_on_a_user_csv_with_label_columns(smoke_model, tmp_path):
         "ece",
         "n",
         "by_lang",
+        "review",
     }
+    # The smoke profile's own review ceiling (1: none) and budget (none).
+    assert result["review"] == {"ceiling": 1.0, "budget": None}
     assert result["n"] == 4
     assert set(result["any_label"]) >= {"recall", "flag_precision", "clear_rate_negatives"}
     # No lang column: detected from the script; all four rows are English.
@@ -227,9 +230,12 @@ def test_evaluate_split_and_by_lang_on_the_corpus(smoke_model, root):
         "--json",
         "--review-budget",
         "none",
+        "--review-ceiling",
+        "0.2",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert result["review"] == {"ceiling": 0.2, "budget": None}
     corpus = [json.loads(line) for line in (root / "data" / "corpus" / "corpus.jsonl").open()]
     test = [r for r in corpus if r["split"] == "test"]
     assert result["n"] == len(test)
