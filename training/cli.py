@@ -280,11 +280,13 @@ def evaluate(
         return
     out = Console()
     path = manifest.review_path
-    review = f"; review ceiling {path.review_ceiling:g}, budget {path.budget or 'none'}"
+    review = (
+        f"; review ceiling {path.review_ceiling:g}, budget {path.budget or 'none'}" if path else ""
+    )
     out.print(
         f"{manifest.name} {manifest.version} ({scorer.name}) "
         f"on {data}: "
-        f"{metrics['n']} rows, {len(labelled.rejected)} rejected" + (review if path else "")
+        f"{metrics['n']} rows, {len(labelled.rejected)} rejected{review}"
     )
     out.print(format_metrics_table({data.name: {manifest.kind: metrics}}))
     out.print(format_per_label(metrics))
