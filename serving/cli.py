@@ -35,8 +35,8 @@ ReviewBudgetOpt = Annotated[
     str | None,
     typer.Option(
         help="review budget: a number (items without a label sent to review per controlled item "
-        "caught, on validation), 'none' (recall target only) or 'default' (the model's); "
-        "env DUALSCREEN_REVIEW_BUDGET"
+        "caught, on validation), 'none' (recall target only) or 'default' (the model's)",
+        envvar="DUALSCREEN_REVIEW_BUDGET",
     ),
 ]
 
@@ -45,7 +45,8 @@ ReviewCeilingOpt = Annotated[
     typer.Option(
         help="review ceiling: no label at or above this probability is cleared; one of the "
         "ceilings the model stores a review search for (the model card lists them), or "
-        "'default'; env DUALSCREEN_REVIEW_CEILING"
+        "'default'",
+        envvar="DUALSCREEN_REVIEW_CEILING",
     ),
 ]
 
@@ -287,8 +288,8 @@ def score(
     from serving.contract.readers import ColumnMapping
     from serving.predictor import Predictor
 
-    budget = parse_review_budget(review_budget or os.environ.get("DUALSCREEN_REVIEW_BUDGET"))
-    ceiling = parse_review_ceiling(review_ceiling or os.environ.get("DUALSCREEN_REVIEW_CEILING"))
+    budget = parse_review_budget(review_budget)
+    ceiling = parse_review_ceiling(review_ceiling)
     if engine == "ray":
         from serving.batch.ray_engine import ray_predictor
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +88,12 @@ def _catalog(tmp_path: Path, odd: str, even: str) -> Path:
     return src
 
 
-def _score_cli(model: Path, src: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _score_cli(
+    model: Path, src: Path, out: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     dualscreen = str(Path(sys.executable).parent / "dualscreen")
     cmd = [dualscreen, "score", str(src), "--model", str(model), "-o", str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 def _resume_is_refused(first: Predictor, other: Predictor, src: Path, out: Path) -> None:
@@ -120,6 +123,10 @@ def test_score_cli_applies_the_budget_and_resume_refuses_another(smoke_model: Pa
     bad = _score_cli(smoke_model, src, tmp_path / "x.csv", "--review-budget", "cheap")
     assert bad.returncode == 2 and "review budget 'cheap'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # The environment variable reaches `score` as the option does.
+    env = {"DUALSCREEN_REVIEW_BUDGET": "pricey"}
+    bad_env = _score_cli(smoke_model, src, tmp_path / "y.csv", env=env)
+    assert bad_env.returncode == 2 and "review budget 'pricey'" in bad_env.stderr
     ok = _score_cli(smoke_model, src, tmp_path / "o.csv", "--review-budget", "none")
     assert ok.returncode == 0, ok.stderr
     _resume_is_refused(
@@ -154,6 +161,9 @@ def test_score_cli_applies_the_ceiling_and_resume_refuses_another(
     bad = _score_cli(smoke_model, src, tmp_path / "x.csv", "--review-ceiling", "0.4321")
     assert bad.returncode == 2 and "not 0.4321" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+    env = {"DUALSCREEN_REVIEW_CEILING": "0.4321"}
+    bad_env = _score_cli(smoke_model, src, tmp_path / "y.csv", env=env)
+    assert bad_env.returncode == 2 and "not 0.4321" in bad_env.stderr, bad_env.stderr
     ok = _score_cli(smoke_model, src, tmp_path / "o.csv", "--review-ceiling", str(low))
     assert ok.returncode == 0, ok.stderr
     with (tmp_path / "o.csv").open(newline="") as fh:
